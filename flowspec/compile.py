@@ -1,0 +1,278 @@
+"""Graph IR -> :class:`Flow`, and the only code that walks a graph.
+
+The forward walk (data -> latents) runs the nodes in topological order and
+accumulates their log-dets; the inverse walk runs the inverse schedule that
+:func:`flowspec.graph.analyse` derived, sampling each latent from its prior when
+no value is given. No model ever has a hand-written inverse: it is always this
+walk over the nodes' own inverses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Union
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from flowspec.bijectors import NODES
+from flowspec.distributions import PRIORS
+from flowspec.errors import FlowspecError
+from flowspec.graph import GraphIR, analyse
+
+Latents = Union[torch.Tensor, tuple[torch.Tensor, ...]]
+#: called as trace(node_id, output) after every node of a walk.
+TraceFn = Callable[[str, Any], None]
+
+
+def _module_key(node_id: str) -> str:
+    return node_id.replace(".", "/")
+
+
+class Flow(nn.Module):
+    """A compiled normalizing flow.
+
+    ``forward``/``encode`` map data to latents, ``inverse``/``decode`` map latents
+    to data. With one latent node, latents are a tensor; with several
+    (multi-scale), a tuple in the order the latents are declared.
+    """
+
+    def __init__(self, graph: GraphIR):
+        super().__init__()
+        analysis = analyse(graph)
+        self.graph = graph
+        self.input_shape: tuple[int, ...] = tuple(graph.input_shape)
+        self.context_shape = graph.context.tensor_shape if graph.context else None
+        self.num_classes = graph.context.num_classes if graph.context else None
+        self.checkpoint_grads = False
+        #: the resolved spec this flow was built from (set by flowspec.load / training).
+        self.spec: Any = None
+
+        self.nodes = nn.ModuleDict()
+        by_id = {n.id: n for n in graph.nodes}
+        for nid in analysis.forward_order:
+            n = by_id[nid]
+            self.nodes[_module_key(nid)] = NODES.build(
+                {n.type: n.params}, analysis.node_in_shapes[nid], context_shape=self.context_shape
+            )
+        self.priors = nn.ModuleDict()
+        for lat in graph.latents:
+            self.priors[_module_key(lat.id)] = PRIORS.build(
+                {lat.prior: lat.params},
+                analysis.shapes[lat.input],
+                context_shape=self.context_shape,
+                cond_shape=analysis.shapes[lat.cond] if lat.cond else None,
+            )
+        self.latent_names = [lat.id for lat in graph.latents]
+        self.latent_shapes = [tuple(analysis.shapes[lat.input]) for lat in graph.latents]
+        self.port_shapes = analysis.shapes
+
+        # Schedules resolved once to (module, ports) tuples: the walk does no lookups by name.
+        self._fwd = [
+            (nid, self.nodes[_module_key(nid)], by_id[nid].inputs, by_id[nid].outputs)
+            for nid in analysis.forward_order
+        ]
+        self._lat = [
+            (lat.id, self.priors[_module_key(lat.id)], lat.input, lat.cond) for lat in graph.latents
+        ]
+        lat_by_id = {t[0]: t for t in self._lat}
+        fwd_by_id = {t[0]: t for t in self._fwd}
+        self._inv = [
+            (kind, fwd_by_id[iid] if kind == "node" else lat_by_id[iid])
+            for kind, iid in analysis.inverse_order
+        ]
+
+    # -- context -------------------------------------------------------------------
+    def prepare_context(self, context: Any, batch: int) -> torch.Tensor | None:
+        """Class labels -> one-hot floats; a single label or vector is broadcast to the batch."""
+        if self.context_shape is None:
+            if context is not None:
+                raise FlowspecError("this flow takes no context, but one was given",
+                                    hint="remove the context, or declare model.context")
+            return None
+        if context is None:
+            raise FlowspecError("this flow is conditional: pass a context (model.context)")
+        ref = self._reference_tensor()
+        if self.num_classes is not None:
+            labels = torch.as_tensor(context, device=ref.device).long()
+            if labels.dim() == 0:
+                labels = labels.expand(batch)
+            if labels.dim() == 2 and labels.shape[1] == self.num_classes:  # already one-hot
+                return labels.to(ref.dtype)
+            return nn.functional.one_hot(labels, self.num_classes).to(ref.dtype)
+        ctx = torch.as_tensor(context, device=ref.device, dtype=ref.dtype)
+        if ctx.dim() == len(self.context_shape):
+            ctx = ctx.expand(batch, *self.context_shape)
+        return ctx
+
+    def _reference_tensor(self) -> torch.Tensor:
+        for t in self.parameters():
+            return t
+        for t in self.buffers():
+            return t
+        return torch.zeros(())
+
+    # -- walks -----------------------------------------------------------------------
+    def _run(self, module: nn.Module, fn: Callable, inp: Any, context: Any):
+        if self.checkpoint_grads and self.training and torch.is_grad_enabled():
+            return checkpoint(fn, inp, context, use_reentrant=False)
+        return fn(inp, context)
+
+    def _forward_walk(self, x: torch.Tensor, context: torch.Tensor | None, trace: TraceFn | None):
+        vals: dict[str, Any] = {self.graph.input_port: x}
+        logdet = x.new_zeros(x.shape[0])
+        for nid, node, ins, outs in self._fwd:
+            inp = vals[ins[0]] if len(ins) == 1 else tuple(vals[p] for p in ins)
+            y, ld = self._run(node, node, inp, context)
+            logdet = logdet + ld
+            if len(outs) == 1:
+                vals[outs[0]] = y
+            else:
+                vals.update(zip(outs, y))
+            if trace is not None:
+                trace(nid, y)
+        return vals, logdet
+
+    def _inverse_walk(
+        self,
+        given: dict[str, torch.Tensor] | None,
+        n: int,
+        temperature: float,
+        context: torch.Tensor | None,
+        trace: TraceFn | None,
+    ):
+        vals: dict[str, Any] = {}
+        latents: dict[str, torch.Tensor] = {}
+        logdet: torch.Tensor | None = None
+        for kind, item in self._inv:
+            if kind == "latent":
+                lid, prior, port, cond = item
+                if given is not None:
+                    z = given[lid]
+                else:
+                    z = prior.sample(n, temperature, context, vals[cond] if cond else None)
+                latents[lid] = z
+                vals[port] = z
+                continue
+            nid, node, ins, outs = item
+            y = vals[outs[0]] if len(outs) == 1 else tuple(vals[p] for p in outs)
+            x, ld = self._run(node, node.inverse, y, context)
+            logdet = ld if logdet is None else logdet + ld
+            if len(ins) == 1:
+                vals[ins[0]] = x
+            else:
+                vals.update(zip(ins, x))
+            if trace is not None:
+                trace(nid, x)
+        x = vals[self.graph.input_port]
+        if logdet is None:
+            logdet = x.new_zeros(x.shape[0])
+        return x, logdet, latents, vals
+
+    def _pack(self, latents: dict[str, torch.Tensor]) -> Latents:
+        zs = tuple(latents[name] for name in self.latent_names)
+        return zs[0] if len(zs) == 1 else zs
+
+    def _unpack(self, z: Latents) -> dict[str, torch.Tensor]:
+        zs = (z,) if isinstance(z, torch.Tensor) else tuple(z)
+        if len(zs) != len(self.latent_names):
+            raise ValueError(f"expected {len(self.latent_names)} latents, got {len(zs)}")
+        return dict(zip(self.latent_names, zs))
+
+    def _latent_log_prob(self, vals: dict[str, Any], context: torch.Tensor | None) -> torch.Tensor:
+        total = None
+        for _, prior, port, cond in self._lat:
+            lp = prior.log_prob(vals[port], context, vals[cond] if cond else None)
+            total = lp if total is None else total + lp
+        return total  # type: ignore[return-value]
+
+    # -- public API ----------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, context: Any = None) -> tuple[Latents, torch.Tensor]:
+        """Data -> latents: ``(z, log|det dz/dx|)``."""
+        ctx = self.prepare_context(context, x.shape[0])
+        vals, logdet = self._forward_walk(x, ctx, None)
+        return self._pack({lid: vals[port] for lid, _, port, _ in self._lat}), logdet
+
+    def inverse(self, z: Latents, context: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents -> data: ``(x, log|det dx/dz|)``."""
+        given = self._unpack(z)
+        n = next(iter(given.values())).shape[0]
+        ctx = self.prepare_context(context, n)
+        x, logdet, _, _ = self._inverse_walk(given, n, 1.0, ctx, None)
+        return x, logdet
+
+    def encode(self, x: torch.Tensor, context: Any = None) -> Latents:
+        return self.forward(x, context)[0]
+
+    def decode(self, z: Latents, context: Any = None) -> torch.Tensor:
+        return self.inverse(z, context)[0]
+
+    def log_prob(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
+        """``log p(x)`` per example: prior log-density of the latents plus the log-dets."""
+        ctx = self.prepare_context(context, x.shape[0])
+        vals, logdet = self._forward_walk(x, ctx, None)
+        return self._latent_log_prob(vals, ctx) + logdet
+
+    def sample(self, n: int, temperature: float = 1.0, context: Any = None) -> torch.Tensor:
+        ctx = self.prepare_context(context, n)
+        return self._inverse_walk(None, n, temperature, ctx, None)[0]
+
+    def sample_with_latents(
+        self, n: int, temperature: float = 1.0, context: Any = None
+    ) -> tuple[torch.Tensor, Latents]:
+        ctx = self.prepare_context(context, n)
+        x, _, latents, _ = self._inverse_walk(None, n, temperature, ctx, None)
+        return x, self._pack(latents)
+
+    def sample_and_log_prob(
+        self, n: int, context: Any = None, temperature: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples and their log-density under the flow (the reverse-KL estimator's input)."""
+        ctx = self.prepare_context(context, n)
+        x, logdet, _, vals = self._inverse_walk(None, n, temperature, ctx, None)
+        return x, self._latent_log_prob(vals, ctx) - logdet
+
+    def trace_forward(self, x: torch.Tensor, context: Any = None) -> list[tuple[str, Any]]:
+        """Every node's output on the way data -> latent (same walk, with a hook)."""
+        out: list[tuple[str, Any]] = []
+        self._forward_walk(x, self.prepare_context(context, x.shape[0]),
+                           lambda nid, y: out.append((nid, y)))
+        return out
+
+    def trace_inverse(
+        self, n: int, temperature: float = 1.0, context: Any = None, z: Latents | None = None
+    ) -> list[tuple[str, Any]]:
+        """Every node's output on the way latent -> data (sampling unless ``z`` is given)."""
+        out: list[tuple[str, Any]] = []
+        given = self._unpack(z) if z is not None else None
+        ctx = self.prepare_context(context, n)
+        self._inverse_walk(given, n, temperature, ctx, lambda nid, x: out.append((nid, x)))
+        return out
+
+    # -- latent helpers ---------------------------------------------------------------------
+    @property
+    def num_dims(self) -> int:
+        d = 1
+        for s in self.input_shape:
+            d *= s
+        return d
+
+    def flatten_latents(self, z: Latents) -> torch.Tensor:
+        """All latents of each example as one vector ``[batch, D]``."""
+        zs = (z,) if isinstance(z, torch.Tensor) else tuple(z)
+        return torch.cat([t.reshape(t.shape[0], -1) for t in zs], dim=1)
+
+    def unflatten_latents(self, flat: torch.Tensor) -> Latents:
+        parts, start = [], 0
+        for shape in self.latent_shapes:
+            size = 1
+            for s in shape:
+                size *= s
+            parts.append(flat[:, start:start + size].reshape(flat.shape[0], *shape))
+            start += size
+        return parts[0] if len(parts) == 1 else tuple(parts)
+
+    def node_items(self) -> Sequence[tuple[str, nn.Module]]:
+        """(id, module) in forward order."""
+        return [(nid, node) for nid, node, _, _ in self._fwd]

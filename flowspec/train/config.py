@@ -1,0 +1,72 @@
+"""Schemas of the spec's ``train`` and ``sample`` sections (with every default)."""
+
+from __future__ import annotations
+
+from flowspec.registry import params_schema, ref
+
+_num = {"type": "number"}
+_pos_int = {"type": "integer", "minimum": 1}
+
+OPTIMIZER_SCHEMA = {
+    "description": "optimizer: adam | adamw | sgd, as a name or {name: {lr, ...}}",
+    "oneOf": [
+        {"type": "string", "enum": ["adam", "adamw", "sgd"]},
+        {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": 1,
+            "properties": {
+                name: params_schema(
+                    lr={"type": "number", "exclusiveMinimum": 0, "default": 1e-3},
+                    betas={"type": "array", "items": _num, "minItems": 2, "maxItems": 2},
+                    eps={"type": "number", "exclusiveMinimum": 0},
+                    weight_decay={"type": "number", "minimum": 0, "default": 0.0},
+                    momentum={"type": "number", "minimum": 0},
+                )
+                for name in ("adam", "adamw", "sgd")
+            },
+            "additionalProperties": False,
+        },
+    ],
+}
+
+TRAIN_SCHEMA = params_schema(
+    objective={"enum": ["maximum_likelihood", "reverse_kl"], "default": "maximum_likelihood",
+               "description": "maximum_likelihood on data, or reverse_kl on an energy (target)"},
+    target={**ref("energy"), "description": "energy for reverse_kl, e.g. U1 or {U1: {...}}"},
+    anneal=params_schema(
+        beta0={"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.01},
+        steps={"type": "integer", "minimum": 0, "default": 0},
+    ),
+    batch_size={**_pos_int, "default": 128},
+    epochs={**_pos_int, "default": 10, "description": "passes over the data (ignored if steps set)"},
+    steps={"type": ["integer", "null"], "minimum": 1, "default": None,
+           "description": "total optimisation steps; overrides epochs"},
+    optimizer={**OPTIMIZER_SCHEMA, "default": {"adam": {"lr": 1e-3}}},
+    warmup_steps={"type": "integer", "minimum": 0, "default": 0,
+                  "description": "linear learning-rate warm-up from 0"},
+    schedule={"enum": ["constant", "cosine"], "default": "constant"},
+    grad_clip={"type": ["number", "null"], "exclusiveMinimum": 0, "default": None,
+               "description": "clip the global gradient norm to this value"},
+    ema={"type": ["number", "null"], "minimum": 0, "exclusiveMaximum": 1, "default": None,
+         "description": "decay of an exponential moving average of weights used for eval"},
+    eval_every={"type": "integer", "minimum": 0, "default": 1,
+                "description": "evaluate on the test split every N epochs (0: never)"},
+    eval_batches={"type": ["integer", "null"], "minimum": 1, "default": None,
+                  "description": "cap the periodic evaluation to N batches"},
+    sample_every={"type": "integer", "minimum": 0, "default": 1,
+                  "description": "save a sample grid every N epochs (0: never)"},
+    log_every={"type": "integer", "minimum": 1, "default": 50},
+    steps_per_epoch={"type": ["integer", "null"], "minimum": 1, "default": None,
+                     "description": "for reverse_kl (no dataset): steps counted as one epoch"},
+    checkpoint_grads={"type": "boolean", "default": False,
+                      "description": "recompute activations in backward to save memory"},
+    amp={"type": "boolean", "default": False, "description": "bfloat16 autocast on CUDA"},
+    seed={"type": "integer", "default": 0},
+)
+
+SAMPLE_SCHEMA = params_schema(
+    n={**_pos_int, "default": 64},
+    temperature={"type": "number", "minimum": 0, "default": 1.0},
+    seed={"type": "integer", "default": 0},
+)
