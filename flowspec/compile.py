@@ -10,7 +10,7 @@ walk over the nodes' own inverses.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from flowspec.distributions import PRIORS
 from flowspec.errors import FlowspecError
 from flowspec.graph import GraphIR, analyse
 
-Latents = Union[torch.Tensor, tuple[torch.Tensor, ...]]
+Latents = torch.Tensor | tuple[torch.Tensor, ...]
 #: called as trace(node_id, output) after every node of a walk.
 TraceFn = Callable[[str, Any], None]
 

@@ -110,7 +110,7 @@ def _shape_str(shape: Any) -> str:
 
 
 def analyse(graph: GraphIR) -> Analysis:
-    """Check ``graph`` and derive shapes and schedules; raise :class:`SpecError` listing all problems."""
+    """Check ``graph``, derive shapes and schedules; raise :class:`SpecError` with all problems."""
     problems: list[Problem] = []
 
     def bad(message: str, item: NodeIR | LatentIR | None = None, hint: str | None = None) -> None:

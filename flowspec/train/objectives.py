@@ -1,0 +1,152 @@
+"""Training objectives: what one step minimises, how a run is evaluated, what it draws.
+
+* :class:`MaximumLikelihood` -- ``-log p(x)`` on a dataset (loss in nats per dim).
+* :class:`ReverseKL` -- ``E_q[log q(x) + β U(x)]`` on a target energy, sampling
+  through the flow's inverse (noise -> data), with β annealed from ``beta0``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flowspec.compile import Flow
+from flowspec.errors import DataError
+from flowspec.train.evaluate import batch_context, evaluate_nll
+
+
+class MaximumLikelihood:
+    key_metric = "nll_nats"
+
+    def __init__(self, spec: Any, flow: Flow, data_dir: Any, device: torch.device):
+        from flowspec.data import open_dataset
+
+        cfg = spec.train
+        self.source, self.prep = open_dataset(spec.data, data_dir)
+        self.device = device
+        self.batch_size = cfg["batch_size"]
+        self.eval_batches = cfg["eval_batches"]
+        self.train_split = self.source.load("train")
+        self._test = None
+        x = self.train_split.x
+        probe = self.prep(x[:2])
+        if tuple(probe.shape[1:]) != tuple(flow.input_shape):
+            raise DataError(
+                f"the dataset gives examples of shape {list(probe.shape[1:])} after "
+                f"preprocessing, but model.input is {list(flow.input_shape)}",
+                hint="set model.input to the data's shape (or add a pad/reshape step)")
+        # Small datasets live on the device: no loader, no copies per step.
+        if x.numel() * x.element_size() < 2 * 1024**3:
+            self.train_split.x = x.to(device)
+            if self.train_split.y is not None:
+                self.train_split.y = self.train_split.y.to(device)
+        n = x.shape[0]
+        if n < self.batch_size:
+            raise DataError(f"the training split has {n} examples, fewer than one batch "
+                            f"({self.batch_size})", hint="lower train.batch_size")
+        self.steps_per_epoch = n // self.batch_size
+        self._perm_epoch, self._perm = -1, None
+        self.num_dims = flow.num_dims
+
+    @property
+    def test_split(self):
+        if self._test is None:
+            self._test = self.source.load("test")
+        return self._test
+
+    def _indices(self, step: int, seed: int) -> torch.Tensor:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(self.train_split.x.shape[0], generator=gen)
+            self._perm_epoch = epoch
+        return self._perm[i * self.batch_size:(i + 1) * self.batch_size]  # type: ignore[index]
+
+    def loss(self, flow: Flow, step: int, seed: int) -> tuple[torch.Tensor, dict[str, float]]:
+        idx = self._indices(step, seed).to(self.train_split.x.device)
+        xb = self.train_split.x[idx].to(self.device, non_blocking=True)
+        yb = self.train_split.y[idx].to(self.device) if self.train_split.y is not None else None
+        x = self.prep(xb)
+        nll = -flow.log_prob(x, batch_context(flow, yb)).mean()
+        return nll / self.num_dims, {"nll_nats": nll}
+
+    def evaluate(self, flow: Flow, split: str = "test", max_batches: int | None = None) -> dict:
+        data = self.test_split if split == "test" else self.train_split
+        return evaluate_nll(flow, data, self.prep, batch_size=max(self.batch_size, 256),
+                            device=self.device, max_batches=max_batches or self.eval_batches,
+                            entropy=self.source.entropy)
+
+    def draw(self, flow: Flow, path: Path, n: int, temperature: float) -> Path:
+        return draw_samples(flow, self.source, self.prep, path, n, temperature,
+                            data=self.test_split)
+
+
+class ReverseKL:
+    key_metric = "kl_nats"
+
+    def __init__(self, spec: Any, flow: Flow, data_dir: Any, device: torch.device):
+        from flowspec.energies import build_energy
+
+        cfg = spec.train
+        if cfg.get("target") is None:
+            from flowspec.errors import SpecError
+
+            raise SpecError("train.objective is reverse_kl but train.target is not set",
+                            hint="e.g. target: U1")
+        self.energy = build_energy(cfg["target"])
+        self.batch_size = cfg["batch_size"]
+        self.beta0 = cfg["anneal"]["beta0"] if cfg.get("anneal") else 1.0
+        self.anneal_steps = cfg["anneal"]["steps"] if cfg.get("anneal") else 0
+        self.steps_per_epoch = cfg["steps_per_epoch"] or 1000
+        self.device = device
+
+    def beta(self, step: int) -> float:
+        from flowspec.train.reverse_kl import beta_schedule
+
+        return beta_schedule(step, self.beta0, self.anneal_steps)
+
+    def loss(self, flow: Flow, step: int, seed: int) -> tuple[torch.Tensor, dict[str, float]]:
+        from flowspec.train.reverse_kl import reverse_kl_loss
+
+        beta = self.beta(step)
+        loss, stats = reverse_kl_loss(flow, self.energy, self.batch_size, beta)
+        return loss, {**stats, "beta": beta}
+
+    def evaluate(self, flow: Flow, split: str = "test", max_batches: int | None = None) -> dict:
+        from flowspec.train.reverse_kl import evaluate_reverse_kl
+
+        return evaluate_reverse_kl(flow, self.energy)
+
+    def draw(self, flow: Flow, path: Path, n: int, temperature: float) -> Path:
+        from flowspec.viz.energy import plot_energy_comparison
+
+        return plot_energy_comparison(flow, self.energy, path)
+
+
+def build_objective(spec: Any, flow: Flow, data_dir: Any, device: torch.device):
+    kind = spec.train["objective"]
+    return (ReverseKL if kind == "reverse_kl" else MaximumLikelihood)(spec, flow, data_dir, device)
+
+
+@torch.no_grad()
+def draw_samples(flow: Flow, source: Any, prep: Any, path: Path, n: int, temperature: float,
+                 data: Any = None, context: Any = None) -> Path:
+    """Images -> PNG grid; 2-D points -> scatter + density next to the data."""
+    from flowspec.viz.grid import save_grid
+    from flowspec.viz.points import plot_samples_2d
+
+    if flow.context_shape is not None and context is None and flow.num_classes:
+        context = torch.arange(n) % flow.num_classes
+    x = flow.sample(n, temperature, context)
+    if getattr(source, "discrete", False):
+        return save_grid(prep.to_images(x), path)
+    ref = None
+    if data is not None:
+        ref = prep.deterministic(data.x[:4000].to(x.device)) if hasattr(prep, "deterministic") \
+            else data.x[:4000]
+    if x.dim() == 2 and x.shape[1] == 2:
+        return plot_samples_2d(flow, x, path, data=ref, title=f"T = {temperature:g}")
+    raise DataError(f"cannot draw samples of shape {list(x.shape[1:])}",
+                    hint="use `flowspec sample --npy` for raw arrays")

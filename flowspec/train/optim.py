@@ -1,0 +1,70 @@
+"""Optimizer, learning-rate schedule and weight EMA from the spec's ``train`` section."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from flowspec.registry import split_named
+
+_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+def build_optimizer(params: Iterable[nn.Parameter], train: dict) -> torch.optim.Optimizer:
+    name, kwargs = split_named(train["optimizer"])
+    kwargs = {"lr": 1e-3, **kwargs}
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(kwargs["betas"])
+    return _OPTIMIZERS[name](params, **kwargs)
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Linear warm-up from 0 over ``warmup`` steps, then constant or cosine to 0."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "cosine" and total > warmup:
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def build_scheduler(opt: torch.optim.Optimizer, train: dict, total_steps: int):
+    warmup, schedule = train["warmup_steps"], train["schedule"]
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(step, warmup, total_steps, schedule))
+
+
+class EMA:
+    """Exponential moving average of floating-point weights; other buffers are copied.
+
+    Starts from the weights after the first optimizer step, so data-dependent
+    initialisation (ActNorm) is not averaged with the pre-init values.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.state: dict[str, torch.Tensor] | None = None
+        self.model = model
+
+    @torch.no_grad()
+    def update(self) -> None:
+        current = self.model.state_dict()
+        if self.state is None:
+            self.state = {k: v.detach().clone() for k, v in current.items()}
+            return
+        for k, v in current.items():
+            if v.dtype.is_floating_point:
+                self.state[k].lerp_(v.detach(), 1.0 - self.decay)
+            else:
+                self.state[k].copy_(v)
+
+    def swap_in(self) -> dict[str, torch.Tensor] | None:
+        """Load the EMA weights into the model; return the raw ones to restore later."""
+        if self.state is None:
+            return None
+        raw = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.state)
+        return raw

@@ -1,0 +1,1 @@
+"""Pictures of flows: image grids, 2-D densities, layer-wise traces."""
