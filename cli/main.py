@@ -51,6 +51,10 @@ def validate(specs: list[Path] = typer.Argument(..., help="Spec files."),
         raise typer.Exit(2)
 
 
+def _count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 def _params_text(params: dict) -> str:
     text = ", ".join(f"{k}={json.dumps(v)}" for k, v in params.items())
     return text if len(text) <= 60 else text[:57] + "..."
@@ -59,7 +63,7 @@ def _params_text(params: dict) -> str:
 @app.command()
 @user_errors
 def show(spec: Path, set_: list[str] = SetOption,
-         tree: bool = typer.Option(False, "--tree", help="Show a tree instead of a table.")) -> None:
+         tree: bool = typer.Option(False, "--tree", help="A tree instead of a table.")) -> None:
     """Show the compiled graph: nodes, shapes, parameters and totals."""
     from flowspec.api import build_flow
 
@@ -67,7 +71,7 @@ def show(spec: Path, set_: list[str] = SetOption,
     flow = build_flow(s)
     shapes = flow.port_shapes
     by_id = {n.id: n for n in s.graph.nodes}
-    counts = {nid: sum(p.numel() for p in m.parameters()) for nid, m in flow.node_items()}
+    counts = {nid: _count(m) for nid, m in flow.node_items()}
     if tree:
         root = Tree(f"[bold]{s.name}[/] input {list(flow.input_shape)}")
         for nid, _ in flow.node_items():
@@ -87,7 +91,7 @@ def show(spec: Path, set_: list[str] = SetOption,
         for lat in s.graph.latents:
             cond = f" | cond {lat.cond}" if lat.cond else ""
             table.add_row(lat.id, f"latent: {lat.prior}", str(list(shapes[lat.input])), "",
-                          f"{sum(p.numel() for p in flow.priors[lat.id.replace('.', '/')].parameters()):,}",
+                          f"{_count(flow.priors[lat.id.replace('.', '/')]):,}",
                           f"{_params_text(lat.params)}{cond}")
         console.print(table)
     total = sum(p.numel() for p in flow.parameters())

@@ -65,9 +65,32 @@ def registry_markdown(reg: Registry, title: str, with_inverse: bool = False) -> 
 
 
 def catalogue_markdown() -> str:
-    """The node, net and prior catalogue as Markdown (README section and ``flowspec nodes --markdown``)."""
+    """Node, net and prior catalogue in Markdown (README, ``flowspec nodes --markdown``)."""
     return "\n".join([
         registry_markdown(NODES, "Bijector nodes", with_inverse=True),
         registry_markdown(NETS, "Conditioner networks"),
         registry_markdown(PRIORS, "Priors"),
     ])
+
+
+START, END = "<!-- catalogue:start -->", "<!-- catalogue:end -->"
+
+
+def update_readme(path: str = "README.md") -> bool:
+    """Rewrite the generated catalogue section of the README; True if it changed."""
+    from pathlib import Path
+
+    p = Path(path)
+    text = p.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{catalogue_markdown()}\n{END}{tail}"
+    p.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":  # python -m flowspec.catalogue [README.md]
+    import sys
+
+    changed = update_readme(*(sys.argv[1:2] or []))
+    print("README catalogue updated" if changed else "README catalogue already current")

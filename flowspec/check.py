@@ -57,8 +57,8 @@ def jacobian_logdet(fn, x, context=None) -> torch.Tensor:
         xi = flat[i:i + 1]
         ctx = context[i:i + 1] if context is not None else None
 
-        def single(v, ctx=ctx):
-            return _flat(fn(_unflat(v, _slice(x, i)), ctx)[0])
+        def single(v, ctx=ctx, like=_slice(x, i)):
+            return _flat(fn(_unflat(v, like), ctx)[0])
 
         jac = torch.autograd.functional.jacobian(single, xi, vectorize=True)
         jac = jac.reshape(flat.shape[1], flat.shape[1])

@@ -126,9 +126,9 @@ def attribute_direction(flow: Flow, source: Any, prep: Any, attr: str,
         from flowspec.registry import did_you_mean
 
         sug = did_you_mean(attr, names)
+        known = f"known: {', '.join(names)}" if names else "this dataset has no attributes"
         raise DataError(f"unknown attribute '{attr}'",
-                        hint=f"did you mean '{sug[0]}'?" if sug else
-                        (f"known: {', '.join(names)}" if names else "this dataset has no attributes"))
+                        hint=f"did you mean '{sug[0]}'?" if sug else known)
     train = source.load("train")
     col = names.index(attr)
     flags = train.attrs[:max_examples, col] > 0

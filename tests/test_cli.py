@@ -1,0 +1,77 @@
+"""The whole CLI on a tiny spec, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from flowspec_cli.main import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+@pytest.fixture
+def trained(tiny_spec_path, tmp_path):
+    out = tmp_path / "runs"
+    r = invoke("train", tiny_spec_path, "--out", out, "--set", "train.steps=16", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    (run,) = (out / "tiny").iterdir()
+    return run
+
+
+def test_train_eval_sample_trace_resume(trained, tmp_path):
+    r = invoke("eval", trained, "--json")
+    assert r.exit_code == 0, r.output
+    metrics = json.loads(r.output)
+    assert metrics["n"] == 256 and "nll_nats" in metrics and "nll_minus_entropy" in metrics
+
+    png = tmp_path / "s.png"
+    r = invoke("sample", trained, "-n", "200", "-o", png)
+    assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    r = invoke("sample", trained, "-n", "10", "--npy", "-o", tmp_path / "s.npy")
+    assert r.exit_code == 0, r.output
+    import numpy as np
+
+    assert np.load(tmp_path / "s.npy").shape == (10, 2)
+
+    r = invoke("trace", trained, "-o", tmp_path / "t.png", "-n", "300")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "t.png").stat().st_size > 1000
+
+    r = invoke("train", "--resume", trained, "--device", "cpu")
+    assert r.exit_code == 0, r.output  # already finished: resumes and stops at once
+
+
+def test_validate_reports_location_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  input: [2]\n  flow:\n    - afine_coupling: {mask: half}\n")
+    r = runner.invoke(app, ["validate", str(bad)])
+    assert r.exit_code == 2
+    assert f"{bad}:4:" in r.output and "did you mean 'affine_coupling'" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_missing_checkpoint_is_exit_2(tmp_path):
+    r = runner.invoke(app, ["eval", str(tmp_path / "nope.safetensors")])
+    assert r.exit_code == 2 and "no such" in r.output
+
+
+def test_show_check_nodes_schema(tiny_spec_path):
+    r = invoke("show", tiny_spec_path)
+    assert r.exit_code == 0 and "affine_coupling" in r.output and "parameters" in r.output
+    r = invoke("check", tiny_spec_path)
+    assert r.exit_code == 0, r.output
+    assert "all 2 nodes pass" in r.output
+    r = invoke("nodes")
+    assert r.exit_code == 0 and "affine_coupling" in r.output
+    r = invoke("schema")
+    assert r.exit_code == 0 and json.loads(r.output)["$schema"].startswith("http://json-schema")
