@@ -20,7 +20,7 @@ other direction is solved numerically to that tolerance.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -28,8 +28,8 @@ from torch import nn
 from flowspec.registry import Registry
 
 Shape = tuple[int, ...]
-Shapes = Union[Shape, tuple[Shape, ...]]
-Tensors = Union[torch.Tensor, tuple[torch.Tensor, ...]]
+Shapes = Shape | tuple[Shape, ...]
+Tensors = torch.Tensor | tuple[torch.Tensor, ...]
 
 NODES = Registry("node", plugin_group="flowspec.nodes")
 

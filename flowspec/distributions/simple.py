@@ -11,13 +11,16 @@ from flowspec.distributions.base import PRIORS, Prior
 from flowspec.registry import params_schema
 
 _LOG_2PI = math.log(2 * math.pi)
+#: shapes the generic prior contract test runs.
+_EXAMPLES = [{"shape": [4]}, {"shape": [2, 3, 3]}]
 
 
 def _flat_sum(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1).sum(1)
 
 
-@PRIORS.register("standard_normal", schema=params_schema())
+@PRIORS.register("standard_normal", schema=params_schema(),
+                  examples=_EXAMPLES)
 class StandardNormal(Prior):
     """Isotropic unit Gaussian N(0, I): the default prior."""
 
@@ -33,7 +36,8 @@ class StandardNormal(Prior):
         return torch.randn(n, *self.shape, device=a.device, dtype=a.dtype) * temperature
 
 
-@PRIORS.register("logistic", schema=params_schema())
+@PRIORS.register("logistic", schema=params_schema(),
+                  examples=_EXAMPLES)
 class StandardLogistic(Prior):
     """Factorised standard logistic, NICE's prior (heavier tails than a Gaussian)."""
 
@@ -50,7 +54,8 @@ class StandardLogistic(Prior):
         return (torch.log(u) - torch.log1p(-u)) * temperature
 
 
-@PRIORS.register("diag_gaussian", schema=params_schema())
+@PRIORS.register("diag_gaussian", schema=params_schema(),
+                  examples=_EXAMPLES)
 class DiagGaussian(Prior):
     """Gaussian with a learned mean and log-scale per dimension (Glow's top prior)."""
 

@@ -6,6 +6,9 @@ need not be invertible. Nets are registered like nodes and written in specs the
 same way: ``net: {mlp: {hidden: [1000, 1000]}}``.
 
 Constructed as ``Cls(in_shape, out_shape, context_shape=None, **params)``.
+A net may define a classmethod ``check_shapes(in_shape, out_shape)`` that raises
+``ShapeError`` for shapes it cannot map (e.g. a conv net on vectors); nodes call
+it from their static ``out_shape`` so the mistake is reported at the spec's line.
 """
 
 from __future__ import annotations
