@@ -34,6 +34,22 @@ class NodeReport:
         return all(math.isfinite(e) and e <= self.tolerance for e in errs)
 
 
+def jitter_parameters(module: nn.Module, seed: int = 0, amount: float = 0.1) -> None:
+    """Perturb every floating parameter (about ``amount`` relative to a unit fan-in).
+
+    Freshly built flows are often the identity (zero-initialised conditioners);
+    checking them there would prove nothing.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if not p.is_floating_point():
+                continue
+            fan_in = p[0].numel() if p.dim() >= 2 else 1
+            noise = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+            p.add_((amount / math.sqrt(fan_in) * noise).to(p.dtype).to(p.device))
+
+
 def _flat(t) -> torch.Tensor:
     ts = (t,) if torch.is_tensor(t) else tuple(t)
     return torch.cat([x.reshape(x.shape[0], -1) for x in ts], dim=1)
@@ -94,15 +110,18 @@ def check_node(
 
 
 def check_flow(flow: Flow, batch: int = 2, max_dims: int = 1024, seed: int = 0,
-               context=None) -> list[NodeReport]:
+               context=None, jitter: float = 0.0) -> list[NodeReport]:
     """Check every node of ``flow`` in float64 on the values that reach it.
 
     The input is uniform in (0.05, 0.95), inside every node's domain (logit
     included). A copy of the flow runs one train-mode pass first, so nodes with
     data-dependent initialisation (ActNorm) are checked initialised, then eval mode.
+    ``jitter`` perturbs the parameters first (use it on untrained flows).
     """
     gen = torch.Generator().manual_seed(seed)
     f = copy.deepcopy(flow).double().cpu()
+    if jitter:
+        jitter_parameters(f, seed, jitter)
     x = 0.05 + 0.9 * torch.rand(max(batch, 8), *f.input_shape, generator=gen, dtype=torch.float64)
     if f.num_classes and context is None:
         context = torch.arange(x.shape[0]) % f.num_classes

@@ -36,7 +36,7 @@ import pytest
 import torch
 
 from flowspec.bijectors import NODES
-from flowspec.check import jacobian_logdet
+from flowspec.check import jacobian_logdet, jitter_parameters
 from flowspec.distributions import PRIORS
 from flowspec.nets import NETS, build_net
 
@@ -82,18 +82,6 @@ def _maxabs(t: torch.Tensor) -> float:
     return float(t.detach().abs().max())
 
 
-def _jitter(module: torch.nn.Module, seed: int = 0, amount: float = 0.1) -> None:
-    """Perturb every floating parameter (about ``amount`` relative to a unit fan-in)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            if not p.is_floating_point():
-                continue
-            fan_in = p[0].numel() if p.dim() >= 2 else 1
-            noise = torch.randn(p.shape, generator=gen, dtype=torch.float64)
-            p.add_((amount / math.sqrt(fan_in) * noise).to(p.dtype).to(p.device))
-
-
 def _draw(domain: str, batch: int, shape, gen: torch.Generator, dtype) -> torch.Tensor:
     if domain == "unit_interval":
         t = 0.05 + 0.9 * torch.rand(batch, *shape, generator=gen, dtype=torch.float64)
@@ -122,7 +110,7 @@ class Case:
             self.node = NODES.build({entry.name: example.get("params") or {}}, self.in_shape,
                                     context_shape=self.context_shape)
         self.node.to(device=device, dtype=dtype)
-        _jitter(self.node, seed)
+        jitter_parameters(self.node, seed)
         self.gen = torch.Generator().manual_seed(seed + 1)
         self.dtype, self.device = dtype, device
         if self.warmup:
@@ -331,7 +319,7 @@ class PriorCase:
             self.prior = PRIORS.build({entry.name: example.get("params") or {}}, self.shape,
                                       context_shape=self.context_shape,
                                       cond_shape=self.cond_shape).double()
-        _jitter(self.prior, seed)
+        jitter_parameters(self.prior, seed)
         gen = torch.Generator().manual_seed(seed + 1)
         self.n = n
         self.ctx = (torch.randn(n, *self.context_shape, generator=gen, dtype=torch.float64)
@@ -387,7 +375,7 @@ def _grid_integral(prior, lim: float = 40.0, n: int = 40001) -> float:
 def test_prior_density_is_normalised(name):
     with default_dtype(torch.float64):
         prior = PRIORS.build(name, (1,)).double()
-    _jitter(prior, amount=0.5)
+    jitter_parameters(prior, amount=0.5)
     assert _grid_integral(prior) == pytest.approx(1.0, abs=1e-8)
 
 
@@ -399,7 +387,7 @@ def test_priors_match_torch_distributions():
         normal = PRIORS.build("standard_normal", (2, 3))
         logistic = PRIORS.build("logistic", (2, 3))
         diag = PRIORS.build("diag_gaussian", (2, 3)).double()
-    _jitter(diag, amount=0.5)
+    jitter_parameters(diag, amount=0.5)
     ref = d.Normal(0.0, 1.0).log_prob(z).sum((1, 2))
     assert torch.allclose(normal.log_prob(z), ref, atol=1e-12)
     std_logistic = d.TransformedDistribution(
@@ -452,5 +440,5 @@ def test_net_shapes_and_zero_init(entry, example):
                          ctx_shape)
         assert float(live(x, ctx).detach().abs().max()) > 0
     if ctx is not None:  # the context is used
-        _jitter(net, amount=0.5)
+        jitter_parameters(net, amount=0.5)
         assert not torch.allclose(net(x, ctx), net(x, ctx + 1.0))
