@@ -1,0 +1,162 @@
+"""``${...}`` expressions: arithmetic on variables, and nothing else.
+
+An expression is parsed with :mod:`ast` and walked by hand; only numbers,
+variable names, ``+ - * / // % **``, unary minus/plus, parentheses and
+``min``/``max`` calls are accepted, so a spec can never run code.
+
+A string that is exactly ``"${...}"`` becomes the value of the expression (an
+int stays an int, a list stays a list); inside a longer string the value is
+written as text.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flowspec.registry import did_you_mean
+
+EXPR_RE = re.compile(r"\$\{([^{}]*)\}")
+IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+_BINOPS: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_FUNCS = {"min": min, "max": max}
+_MAX_POW = 4096
+
+
+class ExprError(ValueError):
+    """An expression that cannot be evaluated; ``hint`` says how to fix it."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+def _parse(text: str) -> ast.Expression:
+    try:
+        return ast.parse(text.strip(), mode="eval")
+    except SyntaxError:
+        raise ExprError(f"cannot parse the expression '${{{text}}}'",
+                        "expressions are arithmetic: numbers, variables, + - * / // % **, "
+                        "min(), max()") from None
+
+
+def names_in(text: str) -> list[str]:
+    """Variable names an expression reads, in order of appearance (checked for safety)."""
+    tree = _parse(text)
+    out: list[str] = []
+    _walk(tree.body, lambda name: out.append(name) or 0)
+    return list(dict.fromkeys(out))
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _walk(node: ast.AST, lookup: Callable[[str], Any]) -> Any:
+    if isinstance(node, ast.Constant):
+        if _number(node.value):
+            return node.value
+        raise ExprError(f"only numbers may appear in expressions, got {node.value!r}")
+    if isinstance(node, ast.Name):
+        return lookup(node.id)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        v = _walk(node.operand, lookup)
+        _need_number(v, "unary minus")
+        return -v if isinstance(node.op, ast.USub) else +v
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        a, b = _walk(node.left, lookup), _walk(node.right, lookup)
+        _need_number(a, "arithmetic")
+        _need_number(b, "arithmetic")
+        if isinstance(node.op, ast.Pow) and abs(b) > _MAX_POW and abs(a) > 1:
+            raise ExprError(f"exponent {b} is too large")
+        try:
+            return _BINOPS[type(node.op)](a, b)
+        except ZeroDivisionError:
+            raise ExprError("division by zero") from None
+        except OverflowError:
+            raise ExprError("the result is too large") from None
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id in _FUNCS and not node.keywords and node.args):
+        args = [_walk(a, lookup) for a in node.args]
+        for a in args:
+            _need_number(a, node.func.id)
+        return _FUNCS[node.func.id](args)
+    raise ExprError("expressions may only use numbers, variables, + - * / // % **, "
+                    "parentheses, min() and max()")
+
+
+def _need_number(v: Any, what: str) -> None:
+    if not _number(v):
+        raise ExprError(f"{what} needs numbers, got {json.dumps(v, default=str)}")
+
+
+def evaluate(text: str, env: Mapping[str, Any]) -> Any:
+    """Evaluate the inside of ``${...}`` with variables from ``env``."""
+    tree = _parse(text)
+
+    def lookup(name: str) -> Any:
+        if name in env:
+            return env[name]
+        raise unknown_variable(name, list(env))
+
+    value = _walk(tree.body, lookup)
+    if isinstance(value, float) and not math.isfinite(value) and not isinstance(
+            tree.body, ast.Name):
+        raise ExprError(f"'${{{text}}}' is not a finite number")
+    return value
+
+
+def unknown_variable(name: str, known: list[str]) -> ExprError:
+    known = sorted({str(k) for k in known})
+    sug = did_you_mean(name, known)
+    if sug:
+        hint = f"did you mean '{sug[0]}'?"
+    elif known:
+        hint = "known: " + ", ".join(known)
+    else:
+        hint = "declare it under vars:"
+    return ExprError(f"unknown variable '{name}'", hint)
+
+
+def has_expr(value: Any) -> bool:
+    return isinstance(value, str) and "${" in value
+
+
+def exact(text: str) -> str | None:
+    """The inside of a string that is exactly one ``${...}``, else None."""
+    m = EXPR_RE.fullmatch(text)
+    return m.group(1) if m else None
+
+
+def as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    return json.dumps(value)
+
+
+def substitute_str(text: str, env: Mapping[str, Any]) -> Any:
+    """Substitute every ``${...}`` in ``text``; an exact one keeps its value's type."""
+    inner = exact(text)
+    if inner is not None:
+        return evaluate(inner, env)
+    return EXPR_RE.sub(lambda m: as_text(evaluate(m.group(1), env)), text)
+
+
+def expr_names(text: str) -> list[str]:
+    """All variable names read by the ``${...}`` parts of ``text``."""
+    out: list[str] = []
+    for m in EXPR_RE.finditer(text):
+        out.extend(names_in(m.group(1)))
+    return list(dict.fromkeys(out))
