@@ -112,9 +112,7 @@ def train(
     after every optimiser step (tests use it to interrupt a run).
     """
     reporter = reporter or PlainReporter()
-    cfg = spec.train
     dev = resolve_device(device)
-    spec_yaml = spec.to_yaml()
     start_step, best, resumed_info = 0, math.inf, None
     if resume is not None:
         run_dir = Path(resume)
@@ -129,6 +127,9 @@ def train(
         cfg = spec.train
         state_tensors, resumed_info = read_state(run_dir / "last.state.safetensors")
         seed = resumed_info["seed"]
+    else:
+        spec_yaml = spec.to_yaml()
+        cfg = spec.train
     seed = cfg["seed"] if seed is None else seed
 
     torch.manual_seed(seed)
@@ -230,9 +231,9 @@ def train(
                 on_step(step)
             if step % cfg["log_every"] == 0 or step == total:
                 now = time.perf_counter()
-                row = {"step": step, "epoch": step / spe, "loss": float(loss),
+                row = {"step": step, "epoch": step / spe, "loss": float(loss.detach()),
                        "lr": sched.get_last_lr()[0], "examples_per_s": seen / max(now - t0, 1e-9),
-                       **{k: float(v) for k, v in stats.items()}}
+                       **{k: float(v.detach() if torch.is_tensor(v) else v) for k, v in stats.items()}}
                 if grad_norm is not None:
                     row["grad_norm"] = float(grad_norm)
                 if "nll_nats" in row and getattr(objective, "prep", None) is not None \

@@ -36,14 +36,17 @@ def plot_samples_2d(
 ) -> Path:
     """Panels: data (if given), samples, learned density — on shared axes."""
     plt = _plt()
-    pts = [t.detach().cpu().float() for t in ([data] if data is not None else []) + [samples]]
-    lim = float(torch.cat(pts).abs().quantile(0.995)) * 1.1 + 1e-3
+    pts = [t.detach().cpu().float().numpy() for t in ([data] if data is not None else []) + [samples]]
+    import numpy as np
+
+    lim = float(np.quantile(np.abs(np.concatenate(pts)), 0.995)) * 1.1 + 1e-3
     panels = (["data"] if data is not None else []) + ["samples", "density"]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
     for ax, name in zip(axes[0], panels):
         if name == "density":
             ticks, dens = density_grid(flow, lim)
-            ax.pcolormesh(ticks, ticks, dens, shading="auto", cmap="viridis")
+            ax.pcolormesh(ticks.numpy(), ticks.numpy(), dens.numpy(), shading="auto",
+                          cmap="viridis")
         else:
             p = pts[0] if name == "data" else pts[-1]
             ax.scatter(p[:, 0], p[:, 1], s=1, alpha=0.5, color="C0" if name == "data" else "C1")

@@ -18,7 +18,7 @@ from flowspec.viz.points import _plt
 
 def _as_points(value) -> torch.Tensor | None:
     if torch.is_tensor(value) and value.dim() == 2 and value.shape[1] == 2:
-        return value.detach().cpu().float()
+        return value.detach().cpu().float().numpy()
     return None
 
 
@@ -42,7 +42,9 @@ def plot_trace(flow, x: torch.Tensor, path: str | Path, n_samples: int = 2000,
     plt = _plt()
     fig, axes = plt.subplots(2, cols, figsize=(2.6 * cols, 5.4), squeeze=False)
     start = fwd[0][1]
-    colour = torch.atan2(start[:, 1] - start[:, 1].mean(), start[:, 0] - start[:, 0].mean())
+    import numpy as np
+
+    colour = np.arctan2(start[:, 1] - start[:, 1].mean(), start[:, 0] - start[:, 0].mean())
     for row, panels, colours in ((0, fwd, colour), (1, inv, None)):
         for c in range(cols):
             ax = axes[row][c]
