@@ -1,0 +1,116 @@
+"""Datasets and preprocessing. Every module in this package registers itself on import.
+
+``open_dataset(spec.data, data_dir)`` is the one entry point: it returns the
+dataset (:class:`DataSource`, whose ``load(split)`` gives whole tensors) and the
+:class:`Preprocessing` that turns raw batches into model input. Units and the
+accounting of preprocessing in reported likelihoods: :mod:`flowspec.data.preprocess`
+and :mod:`flowspec.metrics`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from flowspec.data.base import DATASETS, PREPROCESS, DataSource, DataSplit
+from flowspec.errors import Problem, SpecError, UnknownNameError
+
+for _mod in pkgutil.iter_modules(__path__):
+    if _mod.name != "base":
+        importlib.import_module(f"{__name__}.{_mod.name}")
+
+from flowspec.data.folder import load_image_as  # noqa: E402
+from flowspec.data.preprocess import Preprocessing  # noqa: E402
+
+__all__ = ["DATASETS", "PREPROCESS", "DataSource", "DataSplit", "Preprocessing",
+           "dataset_info", "default_data_dir", "load_image_as", "open_dataset"]
+
+
+def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """``data_dir``, else ``$FLOWSPEC_DATA``, else ``./data``."""
+    if data_dir is not None:
+        return Path(data_dir)
+    env = os.environ.get("FLOWSPEC_DATA")
+    return Path(env) if env else Path("data")
+
+
+def build_source(value: Any, data_dir: Path, path: str = "data.dataset") -> DataSource:
+    """``name`` or ``{name: {params}}`` -> the dataset, parameters checked against its schema."""
+    if isinstance(value, str):
+        name, params = value, {}
+    elif isinstance(value, dict) and len(value) == 1:
+        (name, params), = value.items()
+        name = str(name)
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise SpecError(Problem(f"parameters of '{name}' must be a mapping, got {params!r}",
+                                    path, hint=f"e.g. {{{name}: {{n_train: 1000}}}}"))
+    else:
+        raise SpecError(Problem(f"expected a dataset name or {{name: {{params}}}}, got {value!r}",
+                                path, hint="e.g. dataset: moons"))
+    try:
+        entry = DATASETS.get(name)
+    except UnknownNameError as err:
+        raise SpecError(Problem(err.message, path)) from None
+    try:
+        jsonschema.validate(params, entry.schema)
+    except jsonschema.ValidationError as err:
+        where = ".".join(str(p) for p in err.absolute_path)
+        at = f"{path}.{name}" + (f".{where}" if where else "")
+        raise SpecError(Problem(err.message, at)) from None
+    return entry.obj(data_dir, **entry.with_defaults(params))
+
+
+def open_dataset(data_spec: Any, data_dir: str | os.PathLike | None = None
+                 ) -> tuple[DataSource, Preprocessing]:
+    """A spec's ``data`` section -> (dataset, preprocessing); nothing is loaded yet.
+
+    ``data_spec = {"dataset": name | {name: params}, "preprocess": [step, ...]}``.
+    """
+    if data_spec is None:
+        raise SpecError(Problem("this spec has no data section", "data",
+                                hint="add data: {dataset: moons} (or mnist, cifar10, ...)"))
+    if not isinstance(data_spec, dict) or "dataset" not in data_spec:
+        raise SpecError(Problem("data needs a 'dataset'", "data", hint="e.g. dataset: mnist"))
+    unknown = sorted(set(data_spec) - {"dataset", "preprocess"})
+    if unknown:
+        raise SpecError(Problem(f"unknown key(s) {unknown}", "data",
+                                hint="data takes dataset and preprocess"))
+    steps = data_spec.get("preprocess") or []
+    if not isinstance(steps, list):
+        raise SpecError(Problem("preprocess must be a list of steps", "data.preprocess"))
+    source = build_source(data_spec["dataset"], default_data_dir(data_dir))
+    return source, Preprocessing(steps, source)
+
+
+def dataset_info(source: DataSource, prep: Preprocessing | None = None,
+                 load: bool = False) -> dict[str, Any]:
+    """What ``flowspec data info`` prints: shapes, kind, classes, entropy, pipeline.
+
+    ``load=True`` also reads both splits for their sizes (and checks the files).
+    """
+    info: dict[str, Any] = {
+        "dataset": getattr(source, "registered_name", type(source).__name__),
+        "shape": list(source.shape),
+        "discrete": bool(source.discrete),
+        "num_classes": source.num_classes,
+        "attributes": source.attribute_names,
+        "entropy_nats": source.entropy,
+    }
+    if prep is not None:
+        info["preprocess"] = prep.describe()
+        info["model_input"] = list(prep.out_shape)
+        dims = 1
+        for d in prep.out_shape:
+            dims *= d
+        info["num_dims"] = dims
+    if load:
+        for split in ("train", "test"):
+            info[f"n_{split}"] = len(source.load(split))
+    return info

@@ -2,7 +2,60 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flowspec.errors import DataError
 from flowspec.registry import Registry
 
 DATASETS = Registry("dataset", plugin_group="flowspec.datasets")
 PREPROCESS = Registry("preprocessing step")
+
+
+@dataclass
+class DataSplit:
+    """One split of a dataset, whole, as tensors (the datasets here fit in memory).
+
+    ``x`` is uint8 ``[N, C, H, W]`` for images and float32 ``[N, D]`` for continuous
+    data; ``y`` int64 class labels ``[N]``; ``attrs`` bool ``[N, A]`` attribute flags.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+    attrs: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+class DataSource:
+    """Base class of every registered dataset, constructed as ``Cls(data_dir, **params)``.
+
+    Subclasses set the attributes below in ``__init__`` (cheaply: no file is read
+    there) and implement :meth:`load`, which raises :class:`~flowspec.errors.DataError`
+    saying where the files go and how to get them when they are missing or corrupt.
+    """
+
+    shape: tuple[int, ...] = ()
+    discrete: bool = False
+    num_classes: int | None = None
+    attribute_names: list[str] | None = None
+    entropy: float | None = None
+
+    def __init__(self, data_dir: Path | None = None, **params: Any):
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.params = params
+
+    def load(self, split: str) -> DataSplit:
+        raise NotImplementedError
+
+    @staticmethod
+    def check_split(split: str) -> None:
+        if split not in SPLITS:
+            raise DataError(f"unknown split '{split}'", hint="use 'train' or 'test'")
+
+
+SPLITS = ("train", "test")

@@ -46,6 +46,10 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def _scalar(v: Any) -> float:
+    return float(v.detach()) if torch.is_tensor(v) else float(v)
+
+
 def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7919) % (2**63 - 1)
 
@@ -233,7 +237,7 @@ def train(
                 now = time.perf_counter()
                 row = {"step": step, "epoch": step / spe, "loss": float(loss.detach()),
                        "lr": sched.get_last_lr()[0], "examples_per_s": seen / max(now - t0, 1e-9),
-                       **{k: float(v.detach() if torch.is_tensor(v) else v) for k, v in stats.items()}}
+                       **{k: _scalar(v) for k, v in stats.items()}}
                 if grad_norm is not None:
                     row["grad_norm"] = float(grad_norm)
                 if "nll_nats" in row and getattr(objective, "prep", None) is not None \

@@ -36,9 +36,10 @@ def plot_samples_2d(
 ) -> Path:
     """Panels: data (if given), samples, learned density — on shared axes."""
     plt = _plt()
-    pts = [t.detach().cpu().float().numpy() for t in ([data] if data is not None else []) + [samples]]
     import numpy as np
 
+    given = ([data] if data is not None else []) + [samples]
+    pts = [t.detach().cpu().float().numpy() for t in given]
     lim = float(np.quantile(np.abs(np.concatenate(pts)), 0.995)) * 1.1 + 1e-3
     panels = (["data"] if data is not None else []) + ["samples", "density"]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
