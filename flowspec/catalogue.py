@@ -50,6 +50,8 @@ def inverse_kind(entry: Entry) -> str:
 def registry_markdown(reg: Registry, title: str, with_inverse: bool = False) -> str:
     lines = [f"### {title}", ""]
     for entry in reg:
+        if entry.name.startswith("_"):  # private (test-only) registrations
+            continue
         head = f"#### `{entry.name}`"
         if entry.category:
             head += f" · {entry.category}"

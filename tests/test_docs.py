@@ -1,0 +1,29 @@
+"""Docs generated from the registry stay in sync with it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_readme_catalogue_is_current():
+    # A fresh process, so test-only registrations of other test modules don't leak in.
+    code = "from flowspec.catalogue import catalogue_markdown; print(catalogue_markdown())"
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, cwd=ROOT).stdout.strip()
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("<!-- catalogue:start -->")[1].split("<!-- catalogue:end -->")[0]
+    assert section.strip() == fresh, "README catalogue is stale: run `python -m flowspec.catalogue`"
+
+
+def test_every_node_is_documented():
+    from flowspec.bijectors import NODES
+    from flowspec.catalogue import catalogue_markdown
+
+    text = catalogue_markdown()
+    for entry in NODES:
+        if not entry.name.startswith("_"):
+            assert f"`{entry.name}`" in text and entry.doc, entry.name
