@@ -76,8 +76,9 @@ def open_dataset(data_spec: Any, data_dir: str | os.PathLike | None = None
     if data_spec is None:
         raise SpecError(Problem("this spec has no data section", "data",
                                 hint="add data: {dataset: moons} (or mnist, cifar10, ...)"))
-    if not isinstance(data_spec, dict) or "dataset" not in data_spec:
-        raise SpecError(Problem("data needs a 'dataset'", "data", hint="e.g. dataset: mnist"))
+    if not isinstance(data_spec, dict) or data_spec.get("dataset") is None:
+        raise SpecError(Problem("data needs a 'dataset'", "data.dataset",
+                                hint="e.g. dataset: mnist (or moons, cifar10, image_folder)"))
     unknown = sorted(set(data_spec) - {"dataset", "preprocess"})
     if unknown:
         raise SpecError(Problem(f"unknown key(s) {unknown}", "data",
