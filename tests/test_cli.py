@@ -75,3 +75,51 @@ def test_show_check_nodes_schema(tiny_spec_path):
     assert r.exit_code == 0 and "affine_coupling" in r.output
     r = invoke("schema")
     assert r.exit_code == 0 and json.loads(r.output)["$schema"].startswith("http://json-schema")
+
+
+@pytest.fixture(scope="module")
+def glow_run(tmp_path_factory):
+    from pathlib import Path
+
+    from fakedata import write_image_folder
+
+    root = tmp_path_factory.mktemp("glow")
+    data = root / "data"
+    write_image_folder(data / "celeba" / "img_align_celeba", n=24, size=(160, 160))
+    spec = Path(__file__).parent.parent / "specs" / "glow_celeba.yaml"
+    r = invoke("train", spec, "--quick", "--set", "train.steps=2", "--set", "train.batch_size=8",
+               "--data-dir", data, "--out", root / "runs", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    (run,) = (root / "runs" / "glow_celeba").iterdir()
+    return run, data
+
+
+def _png_size(path):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
+def test_temperature_grid_interpolate_manipulate(glow_run, tmp_path):
+    run, data = glow_run
+    out = tmp_path / "temps.png"
+    r = invoke("sample", run, "--temps", "0,0.5,1", "-n", "4", "-o", out, "--data-dir", data)
+    assert r.exit_code == 0, r.output
+    w, h = _png_size(out)
+    assert h > w / 4 * 2.5  # three rows of four
+
+    r = invoke("interpolate", run, "--pairs", "2", "--steps", "4", "-o", tmp_path / "i.png",
+               "--data-dir", data)
+    assert r.exit_code == 0, r.output
+    r = invoke("manipulate", run, "--attr", "Smiling", "--alphas", "-1,0,1", "-o",
+               tmp_path / "m.png", "--data-dir", data)
+    assert r.exit_code == 0, r.output
+
+    image = next((data / "celeba" / "img_align_celeba").glob("*.png"))
+    r = invoke("manipulate", run, "--attr", "Male", "--image", image, "-o", tmp_path / "one.png",
+               "--data-dir", data)
+    assert r.exit_code == 0, r.output
+
+    r = runner.invoke(app, ["manipulate", str(run), "--attr", "Smilng", "--data-dir", str(data)])
+    assert r.exit_code == 2 and "did you mean 'Smiling'" in r.output

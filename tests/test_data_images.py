@@ -5,43 +5,18 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-import struct
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fakedata import idx_labels, write_cifar, write_mnist
 
 from flowspec.data import load_image_as, open_dataset
 from flowspec.errors import DataError
 
 # ---------------------------------------------------------------- MNIST (IDX) ----------
-
-
-def idx_images(x: np.ndarray) -> bytes:
-    return struct.pack(">IIII", 2051, *x.shape) + x.astype(np.uint8).tobytes()
-
-
-def idx_labels(y: np.ndarray) -> bytes:
-    return struct.pack(">II", 2049, len(y)) + y.astype(np.uint8).tobytes()
-
-
-def write_mnist(root: Path, n_train=5, n_test=3, gz=True, seed=0) -> dict:
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    data = {}
-    for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
-        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        y = rng.integers(0, 10, n, dtype=np.uint8)
-        data[split] = (x, y)
-        for stem, blob in ((f"{prefix}-images-idx3-ubyte", idx_images(x)),
-                           (f"{prefix}-labels-idx1-ubyte", idx_labels(y))):
-            if gz:
-                (root / f"{stem}.gz").write_bytes(gzip.compress(blob))
-            else:
-                (root / stem).write_bytes(blob)
-    return data
 
 
 def mnist(data_dir, **params):
@@ -106,28 +81,6 @@ def test_real_mnist_test_split():
 
 
 # ---------------------------------------------------------------- CIFAR-10 -------------
-
-
-def cifar_batch(n: int, seed: int) -> tuple[bytes, np.ndarray, list[int]]:
-    rng = np.random.default_rng(seed)
-    data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-    labels = [int(v) for v in rng.integers(0, 10, n)]
-    blob = pickle.dumps({b"batch_label": b"testing batch", b"labels": labels, b"data": data,
-                         b"filenames": [f"img{i}.png".encode() for i in range(n)]}, protocol=2)
-    return blob, data, labels
-
-
-def write_cifar(folder: Path) -> dict:
-    folder.mkdir(parents=True)
-    out = {"train": ([], []), "test": ([], [])}
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for i, name in enumerate(names):
-        blob, data, labels = cifar_batch(2 if name != "test_batch" else 3, i)
-        (folder / name).write_bytes(blob)
-        split = "test" if name == "test_batch" else "train"
-        out[split][0].append(data)
-        out[split][1].extend(labels)
-    return {k: (np.concatenate(v[0]), v[1]) for k, v in out.items()}
 
 
 def cifar(data_dir, **params):
