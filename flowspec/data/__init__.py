@@ -15,9 +15,7 @@ import pkgutil
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
-from flowspec.data.base import DATASETS, PREPROCESS, DataSource, DataSplit
+from flowspec.data.base import DATASETS, PREPROCESS, DataSource, DataSplit, check_params
 from flowspec.errors import Problem, SpecError, UnknownNameError
 
 for _mod in pkgutil.iter_modules(__path__):
@@ -58,12 +56,7 @@ def build_source(value: Any, data_dir: Path, path: str = "data.dataset") -> Data
         entry = DATASETS.get(name)
     except UnknownNameError as err:
         raise SpecError(Problem(err.message, path)) from None
-    try:
-        jsonschema.validate(params, entry.schema)
-    except jsonschema.ValidationError as err:
-        where = ".".join(str(p) for p in err.absolute_path)
-        at = f"{path}.{name}" + (f".{where}" if where else "")
-        raise SpecError(Problem(err.message, at)) from None
+    check_params(entry, params, f"{path}.{name}")
     return entry.obj(data_dir, **entry.with_defaults(params))
 
 

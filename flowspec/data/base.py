@@ -59,3 +59,20 @@ class DataSource:
 
 
 SPLITS = ("train", "test")
+
+
+def check_params(entry: Any, params: dict, path: str) -> None:
+    """Validate a registered entry's parameters; a located SpecError on the first mistake.
+
+    The spec layer has already checked specs it loaded; this guards direct callers
+    of :func:`flowspec.data.open_dataset` with hand-written dicts.
+    """
+    import jsonschema
+
+    from flowspec.errors import Problem, SpecError
+
+    try:
+        jsonschema.validate(params, entry.schema)
+    except jsonschema.ValidationError as err:
+        where = ".".join(str(p) for p in err.absolute_path)
+        raise SpecError(Problem(err.message, path + (f".{where}" if where else ""))) from None

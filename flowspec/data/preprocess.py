@@ -36,11 +36,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import jsonschema
 import torch
 import torch.nn.functional as F
 
-from flowspec.data.base import PREPROCESS, DataSource
+from flowspec.data.base import PREPROCESS, DataSource, check_params
 from flowspec.errors import DataError, Problem, SpecError, UnknownNameError
 from flowspec.registry import params_schema
 
@@ -131,12 +130,7 @@ def parse_step(item: Any, path: str) -> tuple[str, dict[str, Any]]:
     else:
         raise SpecError(Problem(f"'{name}' takes no value, got {value!r}", path,
                                 hint=f"write just `{name}`"))
-    try:
-        jsonschema.validate(params, entry.schema)
-    except jsonschema.ValidationError as err:
-        where = ".".join(str(p) for p in err.absolute_path)
-        at = f"{path}.{name}" + (f".{where}" if where else "")
-        raise SpecError(Problem(err.message, at)) from None
+    check_params(entry, params, f"{path}.{name}")
     return name, entry.with_defaults(params)
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from flowspec.errors import ShapeError
-from flowspec.nets.base import NETS
+from flowspec.nets.base import NETS, context_as_channels, context_channel_count
 from flowspec.registry import params_schema
 
 #: Glow scales the zero conv's learned log-scale by this factor (its logscale_factor).
@@ -45,30 +45,6 @@ class ZeroLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x) * torch.exp(self.logs * LOGSCALE_FACTOR)
-
-
-def context_channels(context_shape: tuple[int, ...] | None, spatial: tuple[int, ...]) -> int:
-    """How many input channels a context adds to an image of size ``spatial``."""
-    if context_shape is None:
-        return 0
-    if len(context_shape) == 3 and tuple(context_shape[1:]) == tuple(spatial):
-        return context_shape[0]
-    n = 1
-    for d in context_shape:
-        n *= d
-    return n
-
-
-def with_context(x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-    """Append ``context`` to ``x`` as channels: an image context as is, anything else
-    flattened to a vector and broadcast over every position."""
-    if context is None:
-        return x
-    b, _, h, w = x.shape
-    if context.dim() == 4 and context.shape[2:] == x.shape[2:]:
-        return torch.cat([x, context.to(x.dtype)], 1)
-    ctx = context.reshape(b, -1, 1, 1).to(x.dtype).expand(b, -1, h, w)
-    return torch.cat([x, ctx], 1)
 
 
 @NETS.register(
@@ -111,7 +87,7 @@ class GlowCNN(nn.Module):
     ):
         super().__init__()
         self.check_shapes(in_shape, out_shape)
-        c_in = in_shape[0] + context_channels(context_shape, tuple(in_shape[1:]))
+        c_in = in_shape[0] + context_channel_count(context_shape, tuple(in_shape[1:]))
         use_an = norm == "actnorm"
         layers: list[nn.Module] = [nn.Conv2d(c_in, width, 3, padding=1, bias=not use_an)]
         if use_an:
@@ -135,7 +111,7 @@ class GlowCNN(nn.Module):
                 f"{list(in_shape)} -> {list(out_shape)} (use net: mlp for vectors)")
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(with_context(x, context))
+        return self.net(context_as_channels(x, context))
 
 
 class _NetActNorm(nn.Module):

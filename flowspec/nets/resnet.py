@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
 from flowspec.errors import ShapeError
-from flowspec.nets.base import NETS
+from flowspec.nets.base import NETS, context_as_channels, context_channel_count
 from flowspec.registry import params_schema
-
-
-def context_as_channels(x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-    """Append ``context`` to the image batch ``x`` as channels: an image context of the
-    same size as is, anything else flattened and broadcast over every pixel."""
-    if context is None:
-        return x
-    b, _, h, w = x.shape
-    context = context.to(x.dtype)
-    if context.dim() == 4 and context.shape[2:] == x.shape[2:]:
-        return torch.cat([x, context], 1)
-    return torch.cat([x, context.reshape(b, -1, 1, 1).expand(b, -1, h, w)], 1)
-
-
-def context_channel_count(context_shape: tuple[int, ...] | None, spatial: tuple[int, ...]) -> int:
-    """How many channels :func:`context_as_channels` adds for ``context_shape``."""
-    if context_shape is None:
-        return 0
-    if len(context_shape) == 3 and tuple(context_shape[1:]) == tuple(spatial):
-        return int(context_shape[0])
-    return math.prod(context_shape)
 
 
 class _Block(nn.Module):
