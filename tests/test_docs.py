@@ -27,3 +27,14 @@ def test_every_node_is_documented():
     for entry in NODES:
         if not entry.name.startswith("_"):
             assert f"`{entry.name}`" in text and entry.doc, entry.name
+
+
+def test_readme_spec_example_is_valid():
+    from flowspec.spec import load_spec
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```yaml\n")[1:]]
+    assert blocks, "the README shows a spec"
+    for text in blocks:
+        spec = load_spec(text)
+        assert spec.graph.nodes
