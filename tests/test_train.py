@@ -73,3 +73,19 @@ def test_divergence_is_reported_not_hidden(tiny_spec_path, tmp_path):
                                       "train.steps=200"])
     with pytest.raises(FlowspecError, match="diverged"):
         train(spec, out_root=tmp_path, reporter=SilentReporter())
+
+
+def test_ema_decay_ramps_so_short_runs_track_the_weights():
+    from torch import nn
+
+    from flowspec.train.optim import EMA
+
+    model = nn.Linear(1, 1, bias=False)
+    ema = EMA(model, decay=0.999)
+    for step in range(200):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        ema.update(step)
+    # With a fixed 0.999 decay the average would still sit near the first values (~20);
+    # the ramped decay keeps it within a few dozen steps of the current weight.
+    assert 150 < float(ema.state["weight"]) < 199

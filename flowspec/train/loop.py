@@ -228,7 +228,7 @@ def train(
             opt.step()
             sched.step()
             if ema is not None:
-                ema.update()
+                ema.update(step)
             step += 1
             seen += objective.batch_size
             if on_step is not None:

@@ -41,7 +41,9 @@ class EMA:
     """Exponential moving average of floating-point weights; other buffers are copied.
 
     Starts from the weights after the first optimizer step, so data-dependent
-    initialisation (ActNorm) is not averaged with the pre-init values.
+    initialisation (ActNorm) is not averaged with the pre-init values, and ramps
+    its decay as ``min(decay, (1 + step) / (10 + step))`` so a short run's average
+    is not dominated by its first steps.
     """
 
     def __init__(self, model: nn.Module, decay: float):
@@ -50,14 +52,15 @@ class EMA:
         self.model = model
 
     @torch.no_grad()
-    def update(self) -> None:
+    def update(self, step: int) -> None:
         current = self.model.state_dict()
         if self.state is None:
             self.state = {k: v.detach().clone() for k, v in current.items()}
             return
+        decay = min(self.decay, (1.0 + step) / (10.0 + step))
         for k, v in current.items():
             if v.dtype.is_floating_point:
-                self.state[k].lerp_(v.detach(), 1.0 - self.decay)
+                self.state[k].lerp_(v.detach(), 1.0 - decay)
             else:
                 self.state[k].copy_(v)
 
