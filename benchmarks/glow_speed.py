@@ -17,12 +17,17 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from timing import train_step  # noqa: E402
 
 from flowspec.bijectors.conv1x1 import InvConv1x1
 from flowspec.compile import Flow
@@ -228,15 +233,6 @@ def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
     return run
 
 
-def _train_step(model, log_prob, opt, x):
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = -log_prob(x).mean()
-        loss.backward()
-        opt.step()
-    return step
-
-
 def _interleaved(fns: dict[str, Callable[[], object]], timer, n: int, warmup: int):
     for _ in range(warmup):
         for fn in fns.values():
@@ -284,8 +280,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     opt_f = torch.optim.Adam(flow.parameters(), lr=1e-4)
     opt_r = torch.optim.Adam(ref.parameters(), lr=1e-4)
     timer = _timer(device)
-    train = _interleaved({"flowspec": _train_step(flow, flow.log_prob, opt_f, x),
-                          "reference": _train_step(ref, ref.log_prob, opt_r, x)},
+    train = _interleaved({"flowspec": train_step(flow.log_prob, opt_f, x),
+                          "reference": train_step(ref.log_prob, opt_r, x)},
                          timer, n, warm)
 
     flow.eval()

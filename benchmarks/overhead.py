@@ -19,19 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reference_nice import HandNICE  # noqa: E402
+from timing import train_step  # noqa: E402
 
 import flowspec  # noqa: E402
 
 SPEC = Path(__file__).parent.parent / "specs" / "nice_mnist.yaml"
-
-
-def step_fn(model, log_prob, opt, x):
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = -log_prob(x).mean()
-        loss.backward()
-        opt.step()
-    return step
 
 
 def timed(fn, steps: int, device: torch.device) -> float:
@@ -61,8 +53,8 @@ def main() -> None:
     assert n_flow == n_hand, f"architectures differ: {n_flow} vs {n_hand} parameters"
     x = torch.rand(args.batch, 1, 28, 28, device=dev)
     steps = {
-        "flowspec": step_fn(flow, flow.log_prob, torch.optim.Adam(flow.parameters(), 1e-4), x),
-        "hand": step_fn(hand, hand.log_prob, torch.optim.Adam(hand.parameters(), 1e-4), x),
+        "flowspec": train_step(flow.log_prob, torch.optim.Adam(flow.parameters(), 1e-4), x),
+        "hand": train_step(hand.log_prob, torch.optim.Adam(hand.parameters(), 1e-4), x),
     }
     for fn in steps.values():  # warm-up
         timed(fn, 2, dev)

@@ -57,9 +57,15 @@ def plot_samples_2d(
         ax.set_aspect("equal")
     if title:
         fig.suptitle(title)
+    return save_figure(fig, path, dpi=100)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
+    """Lay out, write as PNG (creating folders), and free the figure."""
+    plt = _plt()
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from flowspec.errors import FlowspecError
-from flowspec.viz.points import _plt
+from flowspec.viz.points import _plt, save_figure
 
 
 def _as_points(value) -> torch.Tensor | None:
@@ -60,9 +60,4 @@ def plot_trace(flow, x: torch.Tensor, path: str | Path, n_samples: int = 2000,
             ax.set_aspect("equal", adjustable="datalim")
     axes[0][0].set_ylabel("data → latent")
     axes[1][0].set_ylabel("latent → data")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
