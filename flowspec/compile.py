@@ -114,7 +114,7 @@ class Flow(nn.Module):
         return torch.zeros(())
 
     # -- walks -----------------------------------------------------------------------
-    def _run(self, module: nn.Module, fn: Callable, inp: Any, context: Any):
+    def _run(self, fn: Callable, inp: Any, context: Any):
         if self.checkpoint_grads and self.training and torch.is_grad_enabled():
             return checkpoint(fn, inp, context, use_reentrant=False)
         return fn(inp, context)
@@ -124,7 +124,7 @@ class Flow(nn.Module):
         logdet = x.new_zeros(x.shape[0])
         for nid, node, ins, outs in self._fwd:
             inp = vals[ins[0]] if len(ins) == 1 else tuple(vals[p] for p in ins)
-            y, ld = self._run(node, node, inp, context)
+            y, ld = self._run(node, inp, context)
             logdet = logdet + ld
             if len(outs) == 1:
                 vals[outs[0]] = y
@@ -157,7 +157,7 @@ class Flow(nn.Module):
                 continue
             nid, node, ins, outs = item
             y = vals[outs[0]] if len(outs) == 1 else tuple(vals[p] for p in outs)
-            x, ld = self._run(node, node.inverse, y, context)
+            x, ld = self._run(node.inverse, y, context)
             logdet = ld if logdet is None else logdet + ld
             if len(ins) == 1:
                 vals[ins[0]] = x

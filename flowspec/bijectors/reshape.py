@@ -142,13 +142,8 @@ class Squeeze(Bijector):
 
 @NODES.register("unsqueeze", schema=params_schema(factor=_FACTOR), category="reshape",
                 examples=[{"in_shape": [4, 1, 2]}, {"in_shape": [8, 2, 1]}])
-class Unsqueeze(Bijector):
+class Unsqueeze(Squeeze):
     """Depth-to-space, the inverse of ``squeeze``: ``[4C, H, W] -> [C, 2H, 2W]``."""
-
-    def __init__(self, in_shape: Shape, context_shape: Shape | None = None, *, factor: int = 2):
-        super().__init__(tuple(in_shape), context_shape)
-        self.out_shape(in_shape, factor=factor)
-        self.factor = int(factor)
 
     @classmethod
     def out_shape(cls, in_shape, factor=2, **_):
