@@ -23,7 +23,10 @@ def _gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, log_scale: torch.Ten
 
 
 def _gaussian_sample(mean: torch.Tensor, log_scale: torch.Tensor, temperature: float):
-    return mean + torch.exp(log_scale) * torch.randn_like(mean) * temperature
+    # randn of the shape, not randn_like: a channels_last ``mean`` must draw the same
+    # numbers in the same places as a contiguous one (a seed means the same samples).
+    eps = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device)
+    return mean + torch.exp(log_scale) * eps * temperature
 
 
 class _PredictedGaussian(Prior):
