@@ -79,7 +79,9 @@ class Coupling(Bijector):
     def _run(self, x: torch.Tensor, context: torch.Tensor | None, inverse: bool):
         kept, part = self.partition.split(x)
         h = self.net(kept, context if self.context_shape is not None else None)
-        h = h.reshape(h.shape[0], self.n_params, *self.partition.part_shape)
+        # A channels_last conditioner hands back channels_last h: make it match the
+        # (contiguous) data so the elementwise maps and their gradients stay on fast paths.
+        h = h.contiguous().reshape(h.shape[0], self.n_params, *self.partition.part_shape)
         out, ld = self.elementwise(part, h, inverse)
         y = self.partition.merge(kept, out)
         return y, batch_zeros(x) if ld is None else self.partition.reduce(ld)

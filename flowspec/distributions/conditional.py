@@ -33,7 +33,9 @@ class _PredictedGaussian(Prior):
     """Shared part: a module maps an input to ``2 * prod(shape)`` numbers (mean, log-scale)."""
 
     def _params(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_scale = h.reshape(h.shape[0], 2, *self.shape).unbind(1)
+        # contiguous: a channels_last predictor's output must not put the latent's
+        # elementwise log-density on a mixed-layout (slow) path.
+        mean, log_scale = h.contiguous().reshape(h.shape[0], 2, *self.shape).unbind(1)
         return mean, log_scale
 
 
