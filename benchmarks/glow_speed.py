@@ -328,6 +328,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--repeats", type=int, default=None, help="timed rounds (median)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--no-compile", action="store_true", help="time eager mode only")
+    ap.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
+                    help="cpu: process CPU time (robust on a shared machine); auto: cpu for "
+                    "single-threaded CPU runs, wall otherwise")
     ap.add_argument("--peers", default="hand,normflows,FrEIA",
                     help="comma-separated models to compare flowspec with")
     ap.add_argument("--channels-last", action="store_true",
@@ -353,13 +356,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                              args.threads)
 
     device = torch.device(args.device)
+    clock = args.clock
+    if clock == "auto":
+        clock = "cpu" if device.type == "cpu" and torch.get_num_threads() == 1 else "wall"
+    _set_clock(clock)
     if args.quick:
         shape, L, K, width, batch, n, warm = (3, 8, 8), 2, 2, 16, 4, 3, 1
     else:
         shape, L, K, width, batch, n, warm = (3, 32, 32), 3, 8, 256, args.batch, 20, 3
     n = args.repeats or n
     print(f"Glow L={L} K={K} width={width} input={list(shape)} batch={batch} on {device}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s)")
+          f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), "
+          f"{'process CPU' if clock == 'cpu' else 'wall-clock'} time, medians of {n} "
+          "interleaved rounds")
 
     models: dict[str, Peer] = {}
     for name in ["flowspec", *[p for p in args.peers.split(",") if p]]:
