@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,3 +138,26 @@ def test_glow_traces_as_one_compiled_graph():
         b = torch.compile(flow.sample, backend="eager", fullgraph=True)(3, 0.7)
     torch._dynamo.reset()
     assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_train_channels_last_option_trains_the_same_model(tmp_path):
+    from fakedata import write_mnist
+
+    from flowspec.train.loop import train
+    from flowspec.train.report import SilentReporter
+
+    write_mnist(tmp_path / "data" / "mnist", n_train=32, n_test=8)
+    spec_path = Path(__file__).parent.parent / "specs" / "glow_mnist.yaml"
+    flows = []
+    for cl in (False, True):
+        overrides = ["train.steps=2", "train.eval_batches=1", "train.batch_size=8",
+                     f"train.channels_last={str(cl).lower()}"]
+        spec = load_spec(spec_path, overrides, quick=True)
+        result = train(spec, out_root=tmp_path / f"cl{cl}", data_dir=tmp_path / "data",
+                       reporter=SilentReporter())
+        flows.append(result.flow)
+    convs = [p for p in flows[1].parameters() if p.dim() == 4 and p.shape[-1] > 1]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last)
+                         and not p.is_contiguous() for p in convs)
+    for a, b in zip(flows[0].state_dict().values(), flows[1].state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-4)

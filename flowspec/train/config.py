@@ -67,6 +67,9 @@ TRAIN_SCHEMA = params_schema(
     checkpoint_grads={"type": "boolean", "default": False,
                       "description": "recompute activations in backward to save memory"},
     amp={"type": "boolean", "default": False, "description": "bfloat16 autocast on CUDA"},
+    channels_last={"type": "boolean", "default": False,
+                   "description": "conv weights in channels_last layout: faster conv "
+                   "conditioners on CPU (oneDNN) and with amp on CUDA tensor cores"},
     seed={"type": "integer", "default": 0},
 )
 

@@ -140,7 +140,8 @@ class Trainer:
         self.seed = self.cfg["seed"] if seed is None else seed
 
         torch.manual_seed(self.seed)
-        self.flow = build_flow(spec).to(self.device)
+        layout = torch.channels_last if self.cfg["channels_last"] else torch.preserve_format
+        self.flow = build_flow(spec).to(self.device, memory_format=layout)
         self.objective = build_objective(spec, self.flow, data_dir, self.device)
         self.steps_per_epoch = self.objective.steps_per_epoch
         self.total = self.cfg["steps"] or self.cfg["epochs"] * self.steps_per_epoch
