@@ -177,22 +177,42 @@ def _set_cache(flow: Flow, on: bool) -> None:
             m.cache_inverse = on
 
 
-def _ratio_line(label: str, med: dict[str, float]) -> tuple[str, dict[str, float]]:
-    peers = [k for k in PEERS if k in med]
-    cells = "  ".join(f"{k} {med[k] * 1e3:8.1f}" for k in med)
+def _ratios(med: dict[str, float]) -> tuple[list[str], dict[str, float]]:
+    """flowspec's ratios: like for like (a ``-cl`` variant against ``-cl`` models), and a
+    channels_last flowspec also against the models as written (default layout)."""
+    lines: list[str] = []
     extra: dict[str, float] = {}
-    tail = ""
-    if "hand" in med:
-        extra["over_hand"] = med["flowspec"] / med["hand"]
-        tail += f"  flowspec/hand {extra['over_hand']:.2f}"
-    for k in peers:
-        extra[f"over_{k}"] = med["flowspec"] / med[k]
-        tail += f"  flowspec/{k} {extra[f'over_{k}']:.2f}"
-    if peers:
-        fastest = min(peers, key=lambda k: med[k])
-        extra["over_faster_peer"] = med["flowspec"] / med[fastest]
-        tail += f"  flowspec/faster peer ({fastest}) {extra['over_faster_peer']:.2f}"
-    return f"{label:<18} ms: {cells}\n{'':<18}    {tail.strip()}", extra
+    for f in [k for k in med if k.split("-")[0] == "flowspec"]:
+        sfx = f[len("flowspec"):]
+        for against in dict.fromkeys([sfx, ""]):
+            others = [k + against for k in ("hand", *PEERS) if k + against in med]
+            if not others:
+                continue
+            parts = []
+            for k in others:
+                extra[f"{f}_over_{k}"] = med[f] / med[k]
+                parts.append(f"{f}/{k} {med[f] / med[k]:.2f}")
+            peers = [k + against for k in PEERS if k + against in med]
+            if peers:
+                fastest = min(peers, key=lambda k: med[k])
+                key = f"{f}_over_faster_peer{against}"
+                extra[key] = med[f] / med[fastest]
+                parts.append(f"{f}/faster peer ({fastest}) {extra[key]:.2f}")
+            lines.append("  ".join(parts))
+    # short names for the plain comparison
+    for k in list(extra):
+        if k.startswith("flowspec_over_"):
+            extra[k[len("flowspec_"):]] = extra[k]
+    return lines, extra
+
+
+def _report(label: str, med: dict[str, float]) -> dict[str, float]:
+    cells = "  ".join(f"{k} {med[k] * 1e3:.1f}" for k in med)
+    print(f"{label} (ms): {cells}")
+    lines, extra = _ratios(med)
+    for line in lines:
+        print(f"    {line}")
+    return extra
 
 
 def time_all(models: dict[str, Peer], x: torch.Tensor, device: torch.device, n: int,
@@ -214,8 +234,7 @@ def time_all(models: dict[str, Peer], x: torch.Tensor, device: torch.device, n: 
         steps[name] = step
     if "flowspec" in steps:
         med = _interleaved(steps, device, n, warm)
-        line, extra = _ratio_line(f"train step {mode}", med)
-        print(line)
+        extra = _report(f"train step, {mode}", med)
         results.update({f"train_{mode}_{k}_s": v for k, v in med.items()})
         results.update({f"train_{mode}_{k}": v for k, v in extra.items()})
     for name, m in models.items():
@@ -231,8 +250,7 @@ def time_all(models: dict[str, Peer], x: torch.Tensor, device: torch.device, n: 
         samplers[name] = run
     if "flowspec" in samplers:
         med = _interleaved(samplers, device, n, warm)
-        line, extra = _ratio_line(f"sample {mode}", med)
-        print(line)
+        extra = _report(f"sampling, {mode}", med)
         results.update({f"sample_{mode}_{k}_s": v for k, v in med.items()})
         results.update({f"sample_{mode}_{k}": v for k, v in extra.items()})
     return results
@@ -250,7 +268,12 @@ def _rss_bytes() -> int:
 
 def memory_child(spec: str, batch: int, checkpoint_grads: bool, device: str,
                  overrides: list[str]) -> dict[str, float]:
-    """One train step of ``spec`` in this (fresh) process; peak memory in bytes."""
+    """One train step of ``spec`` in this (fresh) process; its peak memory in bytes.
+
+    CPU: peak RSS of the process (``ru_maxrss``, a lifetime high-water mark) and the
+    RSS just before the step (model built, actnorm initialised); the difference is
+    what the step needs (activations, gradients, Adam state). CUDA: allocator peak.
+    """
     from flowspec.api import build_flow
     from flowspec.spec import load_spec
 
@@ -258,13 +281,10 @@ def memory_child(spec: str, batch: int, checkpoint_grads: bool, device: str,
     dev = torch.device(device)
     flow = build_flow(load_spec(Path(spec), overrides)).to(dev).train()
     flow.checkpoint_grads = checkpoint_grads
-    shape = flow.input_shape
-    x = torch.rand(batch, *shape, device=dev) - 0.5
+    x = torch.rand(batch, *flow.input_shape, device=dev) - 0.5
     with torch.no_grad():  # data-dependent actnorm init, as the first training batch does
-        flow.log_prob(x)
-    opt = torch.optim.Adam(flow.parameters(), lr=1e-4)
-    step = train_step(flow.log_prob, opt, x)
-    step()  # Adam state allocated; first step is the one measured below on CUDA
+        flow.log_prob(x[:2])
+    step = train_step(flow.log_prob, torch.optim.Adam(flow.parameters(), lr=1e-4), x)
     _sync(dev)
     base_rss = _rss_bytes()
     if dev.type == "cuda":
@@ -328,13 +348,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--repeats", type=int, default=None, help="timed rounds (median)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--no-compile", action="store_true", help="time eager mode only")
+    ap.add_argument("--no-eager", action="store_true", help="time torch.compile'd mode only")
     ap.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
                     help="cpu: process CPU time (robust on a shared machine); auto: cpu for "
                     "single-threaded CPU runs, wall otherwise")
     ap.add_argument("--peers", default="hand,normflows,FrEIA",
                     help="comma-separated models to compare flowspec with")
-    ap.add_argument("--channels-last", action="store_true",
-                    help="also time flowspec with channels_last tensors (flowspec-cl)")
+    ap.add_argument("--channels-last", choices=("none", "flowspec", "all"), default="none",
+                    help="also time channels_last copies (NAME-cl: conv weights in that "
+                    "layout) of flowspec, or of every model")
     ap.add_argument("--memory", action="store_true",
                     help="peak memory of glow_celeba with/without checkpoint_grads")
     ap.add_argument("--memory-spec", default=str(ROOT / "specs" / "glow_celeba.yaml"))
@@ -381,11 +403,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             print(f"  skipping {name}: {err}")
             continue
         models[name].module.to(device)
-    if args.channels_last:
-        torch.manual_seed(0)
-        cl = BUILDERS["flowspec"](shape, L, K, width)
-        cl.module.to(device, memory_format=torch.channels_last)
-        models["flowspec-cl"] = cl
+    if args.channels_last != "none":
+        for name in [k for k in models if args.channels_last == "all" or k == "flowspec"]:
+            torch.manual_seed(0)
+            cl = BUILDERS[name](shape, L, K, width)
+            cl.module.to(device, memory_format=torch.channels_last)
+            models[f"{name}-cl"] = cl
     print("parameters: " + "  ".join(f"{k} {sum(p.numel() for p in m.params):,}"
                                      for k, m in models.items()))
 
@@ -395,8 +418,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         with torch.no_grad():
             m.log_prob(x)
 
-    results = time_all(models, x, device, n, warm, compiled=False)
-    if "flowspec" in models:
+    results = {} if args.no_eager else time_all(models, x, device, n, warm, compiled=False)
+    if "flowspec" in models and not args.no_eager:
         flow = models["flowspec"].module
         sample_flow = _sampler(flow.sample, batch)
 
