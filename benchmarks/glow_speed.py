@@ -8,9 +8,13 @@ diagonal Gaussian top prior), see ``glow_reference.py`` (by hand) and
 added to them). Timed: a train step (``-log p(x)`` mean, backward, Adam step)
 and sampling at T = 0.7, each eagerly and with the log-prob / the sampling
 function wrapped in ``torch.compile``. Rounds are interleaved in one process
-(the order rotates every round) and reported as medians; ratios are flowspec
-over the faster peer (< 1: flowspec is faster). ``--memory`` reports the peak
-memory of one train step of ``specs/glow_celeba.yaml`` with and without
+(the order rotates every round) and reported as medians: of process CPU time
+on single-threaded CPU runs (robust to other jobs on a shared machine; ``--clock
+wall`` for wall time), of wall time otherwise. Ratios are flowspec over each
+model and over the faster peer (< 1: flowspec is faster). ``--channels-last
+flowspec|all`` adds ``NAME-cl`` copies with channels_last conv weights (what
+``train.channels_last`` does). ``--memory`` reports the peak memory of one
+train step of ``specs/glow_celeba.yaml`` with and without
 ``train.checkpoint_grads``, each in a fresh process.
 
 The peers live only in the benchmark's own environment, never in flowspec's::
@@ -20,6 +24,7 @@ The peers live only in the benchmark's own environment, never in flowspec's::
     pip install -e . -r benchmarks/requirements-glow.txt
     OMP_NUM_THREADS=1 python benchmarks/glow_speed.py            # L=3, K=8, width 256, 3x32x32
     python benchmarks/glow_speed.py --quick --no-compile         # a tiny smoke run
+    python benchmarks/glow_speed.py --no-compile --channels-last all
     python benchmarks/glow_speed.py --memory                     # glow_celeba peak memory
 
 A missing peer is reported and skipped; the rest still runs.
