@@ -19,7 +19,7 @@ pins the resolved path, the column/array names and the file's sha256
 (:func:`pin_spec`), so ``flowspec eval RUN`` later reads the same data from any
 directory -- or refuses, if the file changed.
 
-Large csv files take numpy's C parser (about 8x faster than the csv module); only
+Large csv files take numpy's C parser (6-8x faster than the csv module); only
 when it fails is the file rescanned line by line with the csv module, to say
 exactly where and why.
 """
@@ -304,7 +304,12 @@ class _Arrays:
             raise _error(path, f"not a readable .{kind} file ({err})",
                          hint="write it with numpy.savez / safetensors save_file") from None
         if not self.names:
+            self.close()
             raise _error(path, "empty file (no arrays)")
+
+    def close(self) -> None:
+        if self.kind == "npz":
+            self._npz.close()
 
     def get(self, name: str) -> Any:
         if name not in self.names:
@@ -377,8 +382,11 @@ def _context_from_file(path: Path, which: str | list[str] | None
         raise _error(path, "context names one array of this file, not a list",
                      hint="e.g. context: theta")
     arrays = _Arrays(path, kind)
-    name = arrays.choose(which, [], "context")
-    return arrays.get(name), None, name
+    try:
+        name = arrays.choose(which, [], "context")
+        return arrays.get(name), None, name
+    finally:
+        arrays.close()
 
 
 def read_table(path: Path, *, columns: str | list[str] | None = None,
@@ -411,14 +419,17 @@ def read_table(path: Path, *, columns: str | list[str] | None = None,
             raise _error(path, f"`context` names one array of a .{kind} file, not a list",
                          hint="e.g. context: theta")
         arrays = _Arrays(path, kind)
-        exclude = [in_file_context] if in_file_context else []
-        x_array = arrays.choose(array, exclude, "data")
-        if in_file_context == x_array:
-            raise _error(path, f"array '{x_array}' cannot be both data and context")
-        x_raw = arrays.get(x_array)
-        if in_file_context is not None:
-            ctx_array = in_file_context
-            ctx_raw = arrays.get(ctx_array)
+        try:
+            exclude = [in_file_context] if in_file_context else []
+            x_array = arrays.choose(array, exclude, "data")
+            if in_file_context == x_array:
+                raise _error(path, f"array '{x_array}' cannot be both data and context")
+            x_raw = arrays.get(x_array)
+            if in_file_context is not None:
+                ctx_array = in_file_context
+                ctx_raw = arrays.get(ctx_array)
+        finally:
+            arrays.close()
     if context_path is not None:
         ctx_raw, ctx_cols, ctx_array = _context_from_file(context_path, context)
     x_what = f"array '{x_array}'" if x_array else "the data"
