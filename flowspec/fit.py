@@ -26,7 +26,7 @@ ArrayLike = Any  # numpy array, torch tensor, or anything numpy.asarray takes
 
 def _as_tensor(value: ArrayLike, what: str) -> torch.Tensor:
     """A 2-D+ float32 tensor, with messages that say how to fix the input."""
-    from flowspec.data.files import to_float32
+    from flowspec.data.tables import to_float32
 
     if torch.is_tensor(value):
         t = value
