@@ -34,8 +34,9 @@ def report_error(err: FlowspecError) -> None:
         line = Text("error", style="bold red")
         line.append(f": {problem.format()}")
         err_console.print(line, highlight=False, soft_wrap=True)
-    if len(err.problems) > 1:
-        err_console.print(f"{len(err.problems)} problems", style="red")
+    total = getattr(err, "total", len(err.problems))  # more than listed when truncated
+    if total > 1:
+        err_console.print(f"{total} problems", style="red")
 
 
 def user_errors(fn: F) -> F:

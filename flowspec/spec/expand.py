@@ -10,7 +10,6 @@ names in scope as suggestions.
 
 from __future__ import annotations
 
-import copy
 from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -193,8 +192,11 @@ class Expander:
             items = LList.at(getattr(value, "loc", None) or loc)
             for i, item in enumerate(value):
                 iloc = child_loc(value, i) or loc
-                items.push(self.substitute(item, env, join_path(path, i), iloc, local, scoped),
-                           iloc)
+                if isinstance(item, (str, dict, list)):
+                    item = self.substitute(item, env, join_path(path, i), iloc, local, scoped)
+                else:  # a number, bool or null: nothing to substitute (a long list is cheap)
+                    self._count(iloc)
+                items.push(item, iloc)
             return items
         return value
 
@@ -224,9 +226,9 @@ class Expander:
             self.problems.add(err.message, path, loc, err.hint)
             self.problems.poison(loc)
             return text
-        if isinstance(result, (dict, list)):
+        if isinstance(result, (dict, list)):  # a variable's list or mapping: a located copy
             self._count(loc, _size(result))
-            return located(copy.deepcopy(result), loc)
+            return located(result, loc)
         return result
 
 

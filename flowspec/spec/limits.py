@@ -30,7 +30,7 @@ MAX_NODES = 50_000
 #: repeat iterations and block calls, all of them together, while unrolling.
 MAX_UNROLL_STEPS = 200_000
 #: values produced while substituting variables and unrolling (copies included).
-MAX_EXPANDED_VALUES = 5_000_000
+MAX_EXPANDED_VALUES = 1_000_000
 #: elements of one example (the product of ``model.input``).
 MAX_INPUT_ELEMENTS = 2**28
 #: problems listed in one error; the rest are counted.

@@ -20,7 +20,7 @@ from flowspec.spec import schema as S
 from flowspec.spec.expand import Expander
 from flowspec.spec.limits import MAX_SPEC_BYTES
 from flowspec.spec.lower import Lowerer
-from flowspec.spec.overrides import Override, apply_override, parse_overrides
+from flowspec.spec.overrides import Override, apply_override, declared_var, parse_overrides
 from flowspec.spec.problems import Problems, join_path
 from flowspec.spec.source import (
     LDict,
@@ -98,11 +98,13 @@ def _check_quick_paths(doc: LDict, problems: Problems) -> None:
         return
     for key in quick:
         top = str(key).split(".")[0].split("[")[0]
+        kloc = quick.key_loc(key) if isinstance(quick, LDict) else None
         if top not in S.TOP_KEYS or top == "quick":
             sug = did_you_mean(top, list(S.TOP_KEYS))
-            problems.add(f"unknown section '{top}'", join_path("quick", key),
-                         quick.key_loc(key) if isinstance(quick, LDict) else None,
+            problems.add(f"unknown section '{top}'", join_path("quick", key), kloc,
                          f"did you mean '{sug[0]}'?" if sug else None)
+        elif top == "vars" and str(key).count(".") >= 1:
+            declared_var(doc, str(key).split(".")[1], join_path("quick", key), kloc, problems)
 
 
 def _data(raw: Any, loc: Location | None, validator: Validator, problems: Problems) -> dict:

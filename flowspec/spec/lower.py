@@ -97,8 +97,10 @@ class Lowerer:
         (items0, steps0), (items1, steps1) = before, self.size()
         per_items, per_steps = items1 - items0, steps1 - steps0
         if items0 + per_items * n > MAX_NODES:
+            total = items0 + per_items * n
             self.bad(f"repeat: {n} unrolls to about {per_items * n:,} nodes ({per_items} per "
-                     f"iteration); a model has at most {MAX_NODES:,}", path, loc,
+                     f"iteration)" + (f", {total:,} in the model" if items0 else "")
+                     + f"; a model has at most {MAX_NODES:,}", path, loc,
                      "use a smaller repeat count; see 'Limits' in docs/spec-language.md")
             raise _LimitReached
         if steps0 + per_steps * n > MAX_UNROLL_STEPS:

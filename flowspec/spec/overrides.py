@@ -102,7 +102,8 @@ def apply_override(doc: LDict, ov: Override, problems: Problems) -> None:
         problems.add(f"unknown section '{top}'", ov.path, ov.path_loc,
                      f"did you mean '{sug[0]}'?" if sug else "sections: " + ", ".join(TOP_KEYS))
         return
-    if top == "vars" and len(segs) > 1 and not _declared_var(doc, segs[1], ov, problems):
+    if top == "vars" and len(segs) > 1 and not declared_var(doc, segs[1], ov.path, ov.path_loc,
+                                                            problems):
         return
     cur: Any = doc
     here = ""
@@ -154,7 +155,8 @@ def apply_override(doc: LDict, ov: Override, problems: Problems) -> None:
         cur = child
 
 
-def _declared_var(doc: LDict, name: str | int, ov: Override, problems: Problems) -> bool:
+def declared_var(doc: LDict, name: str | int, path: str, loc: Location | None,
+                 problems: Problems) -> bool:
     """An override may change a variable, never add one: a typo would be silently unused."""
     declared = doc.get("vars")
     names = [str(k) for k in declared] if isinstance(declared, dict) else []
@@ -168,5 +170,5 @@ def _declared_var(doc: LDict, name: str | int, ov: Override, problems: Problems)
     else:
         hint = "the spec declares no vars: add it under vars: first"
     problems.add(f"unknown variable '{name}': overrides change declared variables only",
-                 ov.path, ov.path_loc, hint)
+                 path, loc, hint)
     return False

@@ -62,7 +62,9 @@ class Problems:
                 listed = [*listed[:MAX_LISTED_PROBLEMS],
                           Problem(f"... and {more:,} more problems", "", Location(self.file),
                                   "fix these first; most of the rest often follow from them")]
-            raise SpecError(listed)
+            error = SpecError(listed)
+            error.total = len(self.items)  # type: ignore[attr-defined]  # for the CLI's count
+            raise error
 
 
 def _position(p: Problem) -> tuple:

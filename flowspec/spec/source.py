@@ -426,6 +426,8 @@ def _check_expanded_size(root: Node, file: str | None) -> None:
     aliases of nine aliases ... ("billion laughs") build billions of values from a
     few lines. Sizes are computed on the shared nodes first, in linear time.
     """
+    if isinstance(root, ScalarNode):
+        return
     size: dict[int, int] = {}
     uses: dict[int, int] = {}
     open_: set[int] = set()
@@ -435,14 +437,15 @@ def _check_expanded_size(root: Node, file: str | None) -> None:
         key = id(node)
         if finished:
             open_.discard(key)
-            size[key] = 1 + sum(size.get(id(c), 1) for c in _children(node))
+            size[key] = 1 + sum(1 if isinstance(c, ScalarNode) else size.get(id(c), 1)
+                                for c in _children(node))
             continue
         uses[key] = uses.get(key, 0) + 1
         if key in size or key in open_:  # shared (or recursive: reported when built)
             continue
         open_.add(key)
         stack.append((node, True))
-        stack.extend((c, False) for c in _children(node))
+        stack.extend((c, False) for c in _children(node) if not isinstance(c, ScalarNode))
     total = size[id(root)]
     if total <= MAX_YAML_VALUES:
         return
@@ -475,10 +478,11 @@ def _bad_character(err: yaml.reader.ReaderError, text: str, file: str | None) ->
     line = text.count("\n", 0, pos) + 1
     col = pos - (text.rfind("\n", 0, pos) + 1) + 1
     char = err.character
-    code = f"U+{ord(char) if isinstance(char, str) else int(char):04X}"
-    return Problem(f"invalid YAML: the control character {code} is not allowed", "",
+    point = ord(char) if isinstance(char, str) else int(char)
+    escape = f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}"
+    return Problem(f"invalid YAML: the control character U+{point:04X} is not allowed", "",
                    Location(file, line, col),
-                   "remove it; in a double-quoted string write it as an escape, e.g. \"\\x03\"")
+                   f'remove it; inside a double-quoted string write it as "{escape}"')
 
 
 # -- dumping: text that reads back identically ------------------------------------------------
