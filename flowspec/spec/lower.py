@@ -559,7 +559,8 @@ class Lowerer:
                 shape = tuple(value)
                 if math.prod(shape) > MAX_INPUT_ELEMENTS:
                     self.bad(f"an example of shape {show(value)} has more than "
-                             f"{MAX_INPUT_ELEMENTS:,} elements", "model.input", iloc)
+                             f"{MAX_INPUT_ELEMENTS:,} elements", "model.input", iloc,
+                             "see 'Limits' in docs/spec-language.md")
                     shape = None
         context = self.context(model.get("context"), child_loc(model, "context") or mloc)
         has_flow, has_graph = "flow" in model, "graph" in model
@@ -605,7 +606,7 @@ class Lowerer:
         size = value["classes"] if "classes" in value else math.prod(value["shape"])
         if size > MAX_INPUT_ELEMENTS:
             self.bad(f"a context of more than {MAX_INPUT_ELEMENTS:,} elements is too large",
-                     "model.context", loc)
+                     "model.context", loc, "see 'Limits' in docs/spec-language.md")
             return None
         if "classes" in value:
             return ContextIR(num_classes=value["classes"])

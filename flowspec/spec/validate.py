@@ -303,11 +303,12 @@ class Validator:
 
     def _number(self, v: float, s: Schema, path: str, loc: Location | None) -> None:
         if isinstance(v, float) and not math.isfinite(v):
-            self.problems.add(f"expected a finite number, got {show(v)}", path, loc)
+            self.problems.add(f"expected a finite number, got {show(v)}", path, loc,
+                              ".inf and .nan are not allowed where a number is expected")
             return
         if isinstance(v, int) and not -MAX_INT <= v <= MAX_INT:
             self.problems.add(f"{show(v)} is too large (numbers in a spec are at most "
-                              f"2**63 - 1)", path, loc)
+                              f"2**63 - 1)", path, loc, f"expected {describe(s)}")
             return
         ok = (("minimum" not in s or v >= s["minimum"])
               and ("exclusiveMinimum" not in s or v > s["exclusiveMinimum"])
