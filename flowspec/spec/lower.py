@@ -30,7 +30,7 @@ from flowspec.registry import Registry, did_you_mean
 from flowspec.spec import schema as S
 from flowspec.spec.expand import Expander
 from flowspec.spec.expr import IDENT_RE
-from flowspec.spec.limits import MAX_INPUT_ELEMENTS, MAX_NODES, MAX_UNROLL_STEPS
+from flowspec.spec.limits import MAX_INPUT_ELEMENTS, LimitReached, UnrollBudget
 from flowspec.spec.problems import Problems, join_path
 from flowspec.spec.source import LDict, child_loc, plain
 from flowspec.spec.validate import Validator, show
@@ -39,10 +39,6 @@ _REQUIRED = object()
 _MAX_REPEAT = 100_000
 _SHAPE = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1}}
 _COUNT = {"type": "integer", "minimum": 0, "maximum": _MAX_REPEAT}
-
-
-class _LimitReached(Exception):
-    """Unrolling went past a size limit (already reported); stop lowering at once."""
 
 
 @dataclass
@@ -70,52 +66,15 @@ class Lowerer:
         self.latents: list[LatentIR] = []
         self.aliases: dict[str, str] = {}
         self.blocks: dict[str, BlockDef] = {}
-        self.steps = 0  # repeat iterations and block calls so far
+        self.budget = UnrollBudget(problems)
 
-    # -- size limits: checked while unrolling, so a huge repeat stops early ---------------------
     def add_node(self, node: NodeIR) -> None:
         self.nodes.append(node)
-        self._check_size(node.id, node.path, node.loc)
+        self.budget.item(node.id, node.path, node.loc)
 
     def add_latent(self, latent: LatentIR) -> None:
         self.latents.append(latent)
-        self._check_size(latent.id, latent.path, latent.loc)
-
-    def _check_size(self, nid: str, path: str, loc: Location | None) -> None:
-        if len(self.nodes) + len(self.latents) > MAX_NODES:
-            self.bad(f"the model unrolls to more than {MAX_NODES:,} nodes (reached at '{nid}')",
-                     path, loc, "use smaller repeat counts; see 'Limits' in "
-                     "docs/spec-language.md")
-            raise _LimitReached
-
-    def size(self) -> tuple[int, int]:
-        return len(self.nodes) + len(self.latents), self.steps
-
-    def check_projected(self, before: tuple[int, int], n: int, path: str,
-                        loc: Location | None) -> None:
-        """After a repeat's first iteration: refuse at once if n of them cannot fit."""
-        (items0, steps0), (items1, steps1) = before, self.size()
-        per_items, per_steps = items1 - items0, steps1 - steps0
-        if items0 + per_items * n > MAX_NODES:
-            total = items0 + per_items * n
-            self.bad(f"repeat: {n} unrolls to about {per_items * n:,} nodes ({per_items} per "
-                     f"iteration)" + (f", {total:,} in the model" if items0 else "")
-                     + f"; a model has at most {MAX_NODES:,}", path, loc,
-                     "use a smaller repeat count; see 'Limits' in docs/spec-language.md")
-            raise _LimitReached
-        if steps0 + per_steps * n > MAX_UNROLL_STEPS:
-            self.bad(f"repeat: {n} unrolls about {per_steps * n:,} nested repeats and block "
-                     f"calls; at most {MAX_UNROLL_STEPS:,} are allowed", path, loc,
-                     "nested repeats multiply; use smaller repeat counts")
-            raise _LimitReached
-
-    def step(self, path: str, loc: Location | None) -> None:
-        """One repeat iteration or block call (they may unroll to no node at all)."""
-        self.steps += 1
-        if self.steps > MAX_UNROLL_STEPS:
-            self.bad(f"repeats and block calls unroll more than {MAX_UNROLL_STEPS:,} times",
-                     path, loc, "nested repeats multiply; use smaller repeat counts")
-            raise _LimitReached
+        self.budget.item(latent.id, latent.path, latent.loc)
 
     # -- helpers -------------------------------------------------------------------------------
     def bad(self, message: str, path: str, loc: Location | None, hint: str | None = None) -> None:
@@ -198,7 +157,7 @@ class Lowerer:
             self.validator.unknown("block", name, sorted(self.blocks), join_path(path, "block"),
                                    bloc)
             return port
-        self.step(path, loc)
+        self.budget.step(path, loc)
         if name in stack:
             self.bad(f"block '{name}' uses itself ({' -> '.join([*stack, name])})",
                      join_path(path, "block"), bloc, "blocks cannot be recursive")
@@ -289,8 +248,8 @@ class Lowerer:
             return port
         rpath, rloc = join_path(path, "repeat"), child_loc(item, "repeat") or loc
         for r in range(n):
-            before = self.size()
-            self.step(path, loc)
+            before = self.budget.mark()
+            self.budget.step(path, loc)
             renv = {**env, var: r} if var else env
             if has_body:
                 port = self.chain(item["body"], join_path(path, "body"), port, f"{prefix}.{r}",
@@ -298,7 +257,7 @@ class Lowerer:
             else:
                 port = self.call_block(item, path, loc, port, f"{prefix}.{r}", renv, stack)
             if r == 0:
-                self.check_projected(before, n, rpath, rloc)
+                self.budget.projected(before, n, rpath, rloc)
         return port
 
     def node(self, item: Any, path: str, loc: Location | None, port: str, prefix: str,
@@ -513,9 +472,9 @@ class Lowerer:
         else:
             reps = [None]
         for r in reps:
-            before = self.size()
+            before = self.budget.mark()
             if r is not None:
-                self.step(path, loc)
+                self.budget.step(path, loc)
             renv = {**env, var: r} if (var and r is not None) else env
             prefix = nid if r is None else f"{nid}.{r}"
             if kind == "flow":
@@ -524,8 +483,8 @@ class Lowerer:
             else:
                 port = self.call_block(item, path, loc, port, prefix, renv, [])
             if r == 0:
-                self.check_projected(before, len(reps), join_path(path, "repeat"),
-                                     child_loc(item, "repeat") or loc)
+                self.budget.projected(before, len(reps), join_path(path, "repeat"),
+                                      child_loc(item, "repeat") or loc)
         if port == start:
             self.aliases[nid] = start
         else:  # the chain's end is produced (and read as a cond) only inside the chain
@@ -535,7 +494,7 @@ class Lowerer:
     def model(self, model: Any, loc: Location | None) -> GraphIR | None:
         try:
             return self._model(model, loc)
-        except _LimitReached:
+        except LimitReached:
             return None
 
     def _model(self, model: Any, loc: Location | None) -> GraphIR | None:
