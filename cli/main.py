@@ -149,40 +149,55 @@ def schema(output: Path = typer.Option(None, "-o", "--output", help="Write to a 
 @app.command()
 @user_errors
 def nodes(markdown: bool = typer.Option(False, "--markdown", help="Markdown for docs."),
-          name: str = typer.Argument(None, help="Show one node's parameters.")) -> None:
-    """The catalogue of nodes, conditioner nets and priors."""
-    from flowspec.bijectors import NODES
-    from flowspec.catalogue import catalogue_markdown, inverse_kind, param_rows
-    from flowspec.distributions import PRIORS
-    from flowspec.nets import NETS
+          name: str = typer.Argument(None, help="Show one entry's parameters (any registry)."),
+          ) -> None:
+    """The catalogue: nodes, conditioner nets, priors, datasets, preprocessing, energies."""
+    from rich.text import Text
+
+    from flowspec.catalogue import (
+        catalogue_markdown,
+        doc_text,
+        find,
+        inverse_kind,
+        param_rows,
+        public,
+        registries,
+    )
 
     if markdown:
         print(catalogue_markdown())
         return
-    if name:
-        for reg in (NODES, NETS, PRIORS):
-            if name in reg:
-                entry = reg.get(name)
-                console.print(f"[bold]{entry.name}[/] ({reg.kind}) — {entry.doc}")
-                table = Table()
-                for col in ("parameter", "type", "default", "description"):
-                    table.add_column(col)
-                for row in param_rows(entry):
-                    table.add_row(*[r.replace("\\|", "|") for r in row])
-                console.print(table)
-                return
-        NODES.get(name)  # raises with "did you mean"
-    for reg, title in ((NODES, "nodes"), (NETS, "conditioner nets"), (PRIORS, "priors")):
+    if name:  # every registry that has it (a name may be both a node and a prep step)
+        for reg, entry in find(name):
+            head = Text.assemble((entry.name, "bold"), f" ({reg.kind}"
+                                 + (f", {entry.category}" if entry.category else "") + ") — ")
+            console.print(head + doc_text(entry.doc))
+            if reg.kind == "node":
+                console.print(f"inverse: {inverse_kind(entry)}")
+            rows = param_rows(entry)
+            if not rows:
+                console.print("no parameters")
+                continue
+            table = Table()
+            for col in ("parameter", "type", "default", "description"):
+                table.add_column(col, overflow="fold")
+            for pname, ptype, default, desc in rows:
+                table.add_row(Text(pname, style="cyan"), Text(ptype.replace("\\|", "|")),
+                              Text(default), doc_text(desc))
+            console.print(table)
+        return
+    for reg, title in registries():
         table = Table(title=title)
-        table.add_column("name", style="cyan")
+        table.add_column("name", style="cyan", no_wrap=True)
         table.add_column("category")
-        if reg is NODES:
+        if reg.kind == "node":
             table.add_column("inverse")
         table.add_column("what it is", overflow="fold")
-        for e in reg:
-            cells = [e.name, e.category] + ([inverse_kind(e)] if reg is NODES else []) + [e.doc]
-            table.add_row(*cells)
+        for e in public(reg):
+            extra = [Text(inverse_kind(e))] if reg.kind == "node" else []
+            table.add_row(Text(e.name), Text(e.category), *extra, doc_text(e.doc))
         console.print(table)
+    console.print("details: flowspec nodes NAME · Markdown: flowspec nodes --markdown")
 
 
 experiment.register(app, data_app)
