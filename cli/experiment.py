@@ -22,6 +22,7 @@ from flowspec_cli.common import (
     DeviceOption,
     SetOption,
     console,
+    err_console,
     is_tty,
     parse_floats,
     user_errors,
@@ -68,6 +69,12 @@ def _flow(ckpt: Path, device: str):
 
     flow = flowspec.load(ckpt)
     return flow.to(resolve_device(device))
+
+
+def print_notes(notes: list[str]) -> None:
+    """Warning lines from drawing (non-finite samples...), one each, never swallowed."""
+    for note in notes:
+        err_console.print(f"[bold yellow]warning[/]: {note}", highlight=False)
 
 
 def register(app: typer.Typer, data_app: typer.Typer) -> None:
@@ -132,9 +139,11 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
     @user_errors
     def sample(
         ckpt: Path = typer.Argument(..., help="Checkpoint or run directory."),
-        n: int = typer.Option(64, "-n", help="Number of samples."),
+        n: int = typer.Option(None, "-n", help="Samples per temperature (default: the "
+                              "spec's sample.n; 8 per row for an image --temps grid)."),
         temp: float = typer.Option(None, "--temp", help="Temperature (default: spec's sample)."),
-        temps: str = typer.Option(None, "--temps", help="Grid: 0,0.5,0.7,1 (one row each)."),
+        temps: str = typer.Option(None, "--temps", help="0,0.5,0.7,1: one image row or "
+                                  "2-D panel per temperature."),
         seed: int = typer.Option(0, "--seed"),
         output: Path = typer.Option(Path("samples.png"), "-o", "--output"),
         npy: bool = typer.Option(False, "--npy", help="Save raw arrays (.npy) instead."),
@@ -144,13 +153,16 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
     ) -> None:
         """Draw samples: an image grid, a 2-D scatter with density, or raw arrays."""
         from flowspec.sampling import sample_figure
+        from flowspec.viz.notes import collect_warnings
 
         flow = _flow(ckpt, device)
         torch.manual_seed(seed)
         temperatures = parse_floats(temps, "--temps") if temps else ([temp] if temp is not None
                                                                     else None)
-        path = sample_figure(flow, output, n=n, temperatures=temperatures, data_dir=data_dir,
-                             label=label, npy=npy)
+        with collect_warnings() as notes:
+            path = sample_figure(flow, output, n=n, temperatures=temperatures,
+                                 data_dir=data_dir, label=label, npy=npy)
+        print_notes(notes)
         console.print(f"wrote {path}")
 
     @app.command()
@@ -163,6 +175,7 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         data_dir: Path = DataDirOption,
     ) -> None:
         """Per-node panels of test points (data → latent) and samples (latent → data)."""
+        from flowspec.viz.notes import collect_warnings
         from flowspec.viz.trace import plot_trace
 
         flow = _flow(ckpt, "cpu")
@@ -174,7 +187,10 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
 
             source, prep = open_dataset(flow.spec.data, data_dir)
             x = prep.deterministic(source.load("test").x[:n])
-        console.print(f"wrote {plot_trace(flow, x, output, n_samples=n)}")
+        with collect_warnings() as notes:
+            path = plot_trace(flow, x, output, n_samples=n)
+        print_notes(notes)
+        console.print(f"wrote {path}")
 
     @app.command()
     @user_errors

@@ -136,8 +136,10 @@ class ReverseKL:
 
     def draw(self, flow: Flow, path: Path, n: int, temperature: float) -> Path:
         from flowspec.viz.energy import plot_energy_comparison
+        from flowspec.viz.notes import run_title
 
-        return plot_energy_comparison(flow, self.energy, path)
+        return plot_energy_comparison(flow, self.energy, path, n_samples=n,
+                                      temperatures=[temperature], title=run_title(flow))
 
 
 def build_objective(spec: Any, flow: Flow, data_dir: Any, device: torch.device):
@@ -149,19 +151,6 @@ def build_objective(spec: Any, flow: Flow, data_dir: Any, device: torch.device):
 def draw_samples(flow: Flow, source: Any, prep: Any, path: Path, n: int, temperature: float,
                  data: Any = None, context: Any = None) -> Path:
     """Images -> PNG grid; 2-D points -> scatter + density next to the data."""
-    from flowspec.viz.grid import save_grid
-    from flowspec.viz.points import plot_samples_2d
+    from flowspec.sampling import draw_samples as draw
 
-    if flow.context_shape is not None and context is None and flow.num_classes:
-        context = torch.arange(n) % flow.num_classes
-    x = flow.sample(n, temperature, context)
-    if getattr(source, "discrete", False):
-        return save_grid(prep.to_images(x), path)
-    ref = None
-    if data is not None:
-        ref = prep.deterministic(data.x[:4000].to(x.device)) if hasattr(prep, "deterministic") \
-            else data.x[:4000]
-    if x.dim() == 2 and x.shape[1] == 2:
-        return plot_samples_2d(flow, x, path, data=ref, title=f"T = {temperature:g}")
-    raise DataError(f"cannot draw samples of shape {list(x.shape[1:])}",
-                    hint="use `flowspec sample --npy` for raw arrays")
+    return draw(flow, source, prep, path, n, temperature, data=data, context=context)
