@@ -73,7 +73,7 @@ def samples_2d_figure(flow, samples: dict[float, torch.Tensor], data: torch.Tens
     scale = np.abs(np.concatenate(every)) if every else np.ones((1, 2))
     lim = float(np.quantile(scale, 0.995)) * 1.1 + 1e-3
     panels = (["data"] if ref is not None else []) + list(drawn) + (["density"] if density else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 0.6, 4.6),
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.6, 3.9),
                              squeeze=False)
     for ax, panel in zip(axes[0], panels):
         if panel == "density":
