@@ -143,9 +143,12 @@ def show(spec: Path, set_: list[str] = SetOption,
         s.graph, flow.port_shapes, {nid: _count(m) for nid, m in flow.node_items()},
         {lat.id: _count(flow.priors[lat.id.replace(".", "/")]) for lat in s.graph.latents},
         order=[nid for nid, _ in flow.node_items()])
-    title = f"{s.name}  (input {list(flow.input_shape)})"
+    ctx = s.graph.context
+    cond = ("" if ctx is None else f", context: {ctx.num_classes} classes"
+            if ctx.num_classes is not None else f", context {list(ctx.shape or ())}")
+    title = f"{s.name}  (input {list(flow.input_shape)}{cond})"
     if tree:
-        top = Tree(f"[bold]{s.name}[/] input {list(flow.input_shape)}")
+        top = Tree(Text.assemble((s.name, "bold"), f" input {list(flow.input_shape)}{cond}"))
         _tree(top, outline.runs(root, expand), outline, expand)
         console.print(top)
     else:

@@ -181,6 +181,25 @@ def test_2d_temps_give_one_panel_each_and_spec_n(tiny_spec_path, tmp_path, captu
     assert fig._suptitle.get_text() == "tiny"  # untrained: no step, no NLL
 
 
+def test_nonfinite_density_values_are_counted_not_hidden(tiny_spec_path, capture_figures,
+                                                         tmp_path, monkeypatch):
+    from flowspec.viz.points import plot_samples_2d
+
+    flow = flowspec.load(tiny_spec_path)
+    real = flow.log_prob
+
+    def log_prob(x, context=None):
+        lp = real(x, context)
+        return torch.where(x[:, 0] > 0, torch.full_like(lp, float("nan")), lp)
+
+    monkeypatch.setattr(flow, "log_prob", log_prob)
+    with collect_warnings() as notes:
+        plot_samples_2d(flow, torch.randn(100, 2), tmp_path / "d.png")
+    (density,) = _titled(capture_figures[0], "learned density")
+    assert "20000 of 40000 grid values non-finite, shown as 0" in density.get_title()
+    assert notes == ["20000 of 40000 grid values of the density are non-finite (shown as 0)"]
+
+
 def test_2d_n_is_per_temperature(tiny_spec_path, tmp_path, capture_figures):
     from flowspec.sampling import sample_figure
 

@@ -15,6 +15,7 @@ from flowspec.viz.points import (
     colorbar,
     density_grid,
     dropped_text,
+    finite_density,
     finite_points,
     save_figure,
     square,
@@ -66,7 +67,7 @@ def energy_figure(flow: Any, energy: Any, lim: float = 4.0, n: int = 300,
     plt = _plt()
     ticks, target = energy_grid(energy, lim, n)
     q_ticks, learned = density_grid(flow, lim, n)
-    learned = torch.nan_to_num(learned, nan=0.0, posinf=0.0)
+    learned, note = finite_density(learned, "learned density")
     # Scaled to the target: sharp peaks of q saturate instead of washing out both panels.
     vmax = 1.25 * float(target.max())
     temps = list(temperatures)
@@ -81,7 +82,7 @@ def energy_figure(flow: Any, energy: Any, lim: float = 4.0, n: int = 300,
     mesh = axes[1].pcolormesh(q_ticks.numpy(), q_ticks.numpy(), learned.numpy(), shading="auto",
                               cmap="viridis", vmin=0, vmax=vmax)
     colorbar(fig, mesh, axes[1], "density")
-    square(axes[1], lim, "learned q")
+    square(axes[1], lim, "learned q" + note)
     edges = torch.linspace(-lim, lim, 101, dtype=torch.float64)
     for ax, t in zip(axes[2:], temps):
         pts, dropped = finite_points(flow.sample(n_samples, t))
@@ -115,9 +116,9 @@ def plot_density_2d(flow: Any, path: str | Path, lim: float, data: torch.Tensor 
         pts = data.detach().cpu().float().numpy()
         axes[0][0].scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4)
         square(axes[0][0], lim, f"data ({pts.shape[0]} points)")
-    mesh = axes[0][-1].pcolormesh(ticks.numpy(), ticks.numpy(),
-                                  torch.nan_to_num(dens, nan=0.0, posinf=0.0).numpy(),
-                                  shading="auto", cmap="viridis")
+    dens, note = finite_density(dens)
+    mesh = axes[0][-1].pcolormesh(ticks.numpy(), ticks.numpy(), dens.numpy(), shading="auto",
+                                  cmap="viridis")
     colorbar(fig, mesh, axes[0][-1], "density")
-    square(axes[0][-1], lim, "learned density")
+    square(axes[0][-1], lim, "learned density" + note)
     return save_figure(fig, path)

@@ -42,6 +42,13 @@ def warn_nonfinite(bad: int, total: int, action: str = "marked", where: str = ""
         warnings.warn(text, SampleWarning, stacklevel=3)
 
 
+def warn_nonfinite_grid(bad: int, total: int, what: str = "density") -> None:
+    """A density evaluated on a grid had NaN/inf values (drawn as 0)."""
+    if bad:
+        warnings.warn(f"{bad} of {total} grid values of the {what} are non-finite "
+                      "(shown as 0)", SampleWarning, stacklevel=3)
+
+
 @contextmanager
 def collect_warnings() -> Iterator[list[str]]:
     """Collect the :class:`SampleWarning` lines raised inside the block (every one, not

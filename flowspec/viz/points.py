@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from flowspec.viz.notes import nonfinite_rows, warn_nonfinite
+from flowspec.viz.notes import nonfinite_rows, warn_nonfinite, warn_nonfinite_grid
 
 
 def _plt():
@@ -33,6 +33,17 @@ def density_grid(flow, lim: float, n: int = 200, context=None) -> tuple[torch.Te
     pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
     logp = torch.cat([flow.log_prob(chunk, context) for chunk in pts.split(10_000)])
     return ticks.cpu(), logp.exp().reshape(n, n).cpu()
+
+
+def finite_density(dens: torch.Tensor, what: str = "density") -> tuple[torch.Tensor, str]:
+    """NaN/inf grid values -> 0 for drawing, with a note for the panel's title (and a
+    warning) saying how many there were."""
+    bad = int((~torch.isfinite(dens)).sum())
+    if not bad:
+        return dens, ""
+    warn_nonfinite_grid(bad, dens.numel(), what)
+    return torch.nan_to_num(dens, nan=0.0, posinf=0.0, neginf=0.0), \
+        f"\n{bad} of {dens.numel()} grid values non-finite, shown as 0"
 
 
 def finite_points(x: torch.Tensor) -> tuple[Any, int]:
@@ -78,11 +89,11 @@ def samples_2d_figure(flow, samples: dict[float, torch.Tensor], data: torch.Tens
     for ax, panel in zip(axes[0], panels):
         if panel == "density":
             ticks, dens = density_grid(flow, lim)
-            dens = torch.nan_to_num(dens, nan=0.0, posinf=0.0)
+            dens, note = finite_density(dens)
             mesh = ax.pcolormesh(ticks.numpy(), ticks.numpy(), dens.numpy(), shading="auto",
                                  cmap="viridis")
             colorbar(fig, mesh, ax, "p(x)")
-            square(ax, lim, "learned density")
+            square(ax, lim, "learned density" + note)
         elif panel == "data":
             ax.scatter(ref[:, 0], ref[:, 1], s=1, alpha=0.4, color="C0")
             square(ax, lim, f"data ({ref.shape[0]} test points)")
