@@ -16,9 +16,9 @@ from flowspec.errors import DataError, FlowspecError
 
 
 def _data(flow: Flow, data_dir: Any):
-    from flowspec.data import open_dataset
+    from flowspec.data import open_spec_dataset
 
-    return open_dataset(flow.spec.data, data_dir)
+    return open_spec_dataset(flow.spec, data_dir)
 
 
 def _class_context(flow: Flow, n: int, label: int | None):
@@ -60,11 +60,14 @@ def sample_figure(
     data_dir: Any = None,
     label: int | None = None,
     npy: bool = False,
+    context: Any = None,
 ) -> Path:
     """Images: a grid (one temperature) or one labelled row per temperature; 2-D data:
     one scatter panel per temperature next to the data and the learned density; energies:
     target, learned density and one sample histogram per temperature. ``n`` is per
-    temperature (default: :func:`default_count`). ``npy`` saves raw arrays instead.
+    temperature (default: :func:`default_count`). ``npy`` saves raw arrays instead;
+    ``path`` ending in .csv/.tsv/.npy/.npz writes the samples as a data file
+    (:mod:`flowspec.data.export`). ``context``: one context vector (conditional flows).
 
     Non-finite samples are marked (images) or dropped (scatter plots), counted in the
     picture and reported as :class:`~flowspec.viz.notes.SampleWarning` lines."""
@@ -73,6 +76,12 @@ def sample_figure(
     n = n if n is not None else default_count(flow, temps)
     if n < 1:
         raise FlowspecError(f"-n {n}: need at least one sample")
+    from flowspec.data.export import EXPORT_SUFFIXES, write_samples
+
+    if path.suffix.lower() in EXPORT_SUFFIXES and not npy:
+        if len(temps) > 1:
+            raise FlowspecError("--temps draws a picture; a data file takes one --temp")
+        return write_samples(flow, path, n, temps[0], context=context, label=label)
     if npy:
         ctx = _class_context(flow, n, label)
         arrays = torch.stack([flow.sample(n, t, ctx).cpu() for t in temps])
@@ -98,7 +107,8 @@ def sample_figure(
     test = None
     if source is not None and not getattr(source, "discrete", False):
         test = source.load("test")
-    return draw_samples(flow, source, prep, path, n, temps, data=test, label=label, title=title)
+    return draw_samples(flow, source, prep, path, n, temps, data=test, context=context,
+                        label=label, title=title)
 
 
 @torch.no_grad()
@@ -107,16 +117,27 @@ def draw_samples(flow: Flow, source: Any, prep: Any, path: str | Path, n: int,
                  label: int | None = None, title: str | None = None) -> Path:
     """Images -> PNG grid (one labelled row per temperature when there are several);
     2-D points -> one scatter panel per temperature next to the data and the density.
-    (The training loop draws its epoch pictures through this too.)"""
+    (The training loop draws its epoch pictures through this too.)
+
+    A flow conditional on a context vector shows one ``p(x | c)``: samples and density
+    for ``context`` (one vector), by default the first context of ``data``; the data
+    panel is left out, since the data's points belong to other contexts.
+    """
     from flowspec.viz.notes import run_title
 
     temps = [temperatures] if isinstance(temperatures, (int, float)) else list(temperatures)
     title = run_title(flow) if title is None else title
+    vector_context = flow.context_shape is not None and not flow.num_classes
+    if vector_context and context is None:
+        if data is None or getattr(data, "context", None) is None:
+            raise DataError("this flow is conditional: give a context to sample for",
+                            hint="flowspec sample RUN --context v1,v2,...")
+        context = data.context[0]
     if len(flow.input_shape) == 3:
         return _image_grid(flow, prep, Path(path), n, temps, context, label, title)
     if tuple(flow.input_shape) != (2,):
         raise DataError(f"cannot draw samples of shape {list(flow.input_shape)}",
-                        hint="use `flowspec sample --npy` for raw arrays")
+                        hint="write them to a file instead: flowspec sample RUN -o samples.csv")
     from flowspec.viz.points import plot_samples_2d
 
     dev = flow._reference_tensor().device
@@ -124,11 +145,28 @@ def draw_samples(flow: Flow, source: Any, prep: Any, path: str | Path, n: int,
     for t in temps:
         ctx = context if context is not None else _class_context(flow, n, label)
         samples[t] = flow.sample(n, t, ctx)
+    if vector_context:
+        c = torch.as_tensor(context).reshape(-1).tolist()
+        title += f" · p(x | c = [{', '.join(f'{v:.3g}' for v in c)}])"
+        return plot_samples_2d(_WithContext(flow, context), samples, path, title=title)
     ref = None
     if data is not None:
         ref = data.x[:4000].to(dev)
         ref = prep.deterministic(ref) if hasattr(prep, "deterministic") else ref
     return plot_samples_2d(flow, samples, path, data=ref, title=title)
+
+
+class _WithContext:
+    """A conditional flow with its context bound, for pictures of one ``p(x | c)``."""
+
+    def __init__(self, flow: Flow, context: torch.Tensor):
+        self.flow, self.context = flow, context
+
+    def log_prob(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
+        return self.flow.log_prob(x, self.context)
+
+    def _reference_tensor(self) -> torch.Tensor:
+        return self.flow._reference_tensor()
 
 
 def _image_grid(flow: Flow, prep: Any, path: Path, n: int, temps: list[float], context: Any,

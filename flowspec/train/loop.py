@@ -168,10 +168,13 @@ class Trainer:
                 "info": info}
 
     def _setup_fresh(self, out_root: str | Path, overrides: Any) -> None:
+        info = {"seed": self.seed, "device": str(self.device), "spec_source": self.spec.source}
+        prepare = getattr(self.objective, "prepare_fresh_run", None)
+        if prepare is not None:  # fit data statistics (standardize), pin data files
+            self.spec, info["data"] = prepare(self.flow, self.spec, self.reporter.message)
+            self.flow.spec, self.spec_yaml = self.spec, self.spec.to_yaml()
         self.run_dir = make_run_dir(out_root, self.spec.name, self.spec_yaml)
-        write_run_files(self.run_dir, self.spec_yaml, overrides,
-                        {"seed": self.seed, "device": str(self.device),
-                         "spec_source": self.spec.source})
+        write_run_files(self.run_dir, self.spec_yaml, overrides, info)
 
     def _setup_resume(self, run_dir: Path, resumed: dict[str, Any]) -> None:
         ckpt, info = resumed["ckpt"], resumed["info"]
