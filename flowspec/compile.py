@@ -16,8 +16,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from flowspec.bijectors import NODES
-from flowspec.distributions import PRIORS
+from flowspec.construct import Construction
 from flowspec.errors import FlowspecError
 from flowspec.graph import GraphIR, analyse
 
@@ -49,21 +48,24 @@ class Flow(nn.Module):
         #: the resolved spec this flow was built from (set by flowspec.load / training).
         self.spec: Any = None
 
+        # One allocation budget for the whole flow; a node that cannot be built is a
+        # SpecError at its line, never a torch traceback (flowspec/construct.py).
+        build = Construction()
         self.nodes = nn.ModuleDict()
         by_id = {n.id: n for n in graph.nodes}
         for nid in analysis.forward_order:
-            n = by_id[nid]
-            self.nodes[_module_key(nid)] = NODES.build(
-                {n.type: n.params}, analysis.node_in_shapes[nid], context_shape=self.context_shape
+            self.nodes[_module_key(nid)] = build.node(
+                by_id[nid], analysis.node_in_shapes[nid], self.context_shape
             )
         self.priors = nn.ModuleDict()
         for lat in graph.latents:
-            self.priors[_module_key(lat.id)] = PRIORS.build(
-                {lat.prior: lat.params},
+            self.priors[_module_key(lat.id)] = build.prior(
+                lat,
                 analysis.shapes[lat.input],
-                context_shape=self.context_shape,
-                cond_shape=analysis.shapes[lat.cond] if lat.cond else None,
+                self.context_shape,
+                analysis.shapes[lat.cond] if lat.cond else None,
             )
+        build.check_finite()
         self.latent_names = [lat.id for lat in graph.latents]
         self.latent_shapes = [tuple(analysis.shapes[lat.input]) for lat in graph.latents]
         self.port_shapes = analysis.shapes
