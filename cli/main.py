@@ -261,9 +261,9 @@ def nodes(markdown: bool = typer.Option(False, "--markdown", help="Markdown for 
     for reg, title in registries():
         table = Table(title=title)
         table.add_column("name", style="cyan", no_wrap=True)
-        table.add_column("category")
+        table.add_column("category", max_width=14)
         if reg.kind == "node":
-            table.add_column("inverse")
+            table.add_column("inverse", max_width=12)
         table.add_column("what it is", overflow="fold")
         for e in public(reg):
             extra = [Text(inverse_kind(e))] if reg.kind == "node" else []
