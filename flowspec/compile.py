@@ -21,8 +21,8 @@ from flowspec.errors import FlowspecError
 from flowspec.graph import GraphIR, analyse
 
 Latents = torch.Tensor | tuple[torch.Tensor, ...]
-#: called as trace(node_id, output) after every node of a walk.
-TraceFn = Callable[[str, Any], None]
+#: called as trace(node_id, node_input, node_output, logdet) after every node of a walk.
+TraceFn = Callable[[str, Any, Any, torch.Tensor], None]
 
 
 def _module_key(node_id: str) -> str:
@@ -47,6 +47,8 @@ class Flow(nn.Module):
         self.checkpoint_grads = False
         #: the resolved spec this flow was built from (set by flowspec.load / training).
         self.spec: Any = None
+        #: a trace every walk calls while set (diagnostics, e.g. the NaN watchdog)
+        self.watch: TraceFn | None = None
 
         # One allocation budget for the whole flow; a node that cannot be built is a
         # SpecError at its line, never a torch traceback (flowspec/construct.py).
@@ -124,6 +126,7 @@ class Flow(nn.Module):
     def _forward_walk(self, x: torch.Tensor, context: torch.Tensor | None, trace: TraceFn | None):
         vals: dict[str, Any] = {self.graph.input_port: x}
         logdet = x.new_zeros(x.shape[0])
+        trace = trace or self.watch
         for nid, node, ins, outs in self._fwd:
             inp = vals[ins[0]] if len(ins) == 1 else tuple(vals[p] for p in ins)
             y, ld = self._run(node, inp, context)
@@ -133,7 +136,7 @@ class Flow(nn.Module):
             else:
                 vals.update(zip(outs, y))
             if trace is not None:
-                trace(nid, y)
+                trace(nid, inp, y, ld)
         return vals, logdet
 
     def _inverse_walk(
@@ -147,6 +150,7 @@ class Flow(nn.Module):
         vals: dict[str, Any] = {}
         latents: dict[str, torch.Tensor] = {}
         logdet: torch.Tensor | None = None
+        trace = trace or self.watch
         for kind, item in self._inv:
             if kind == "latent":
                 lid, prior, port, cond = item
@@ -166,7 +170,7 @@ class Flow(nn.Module):
             else:
                 vals.update(zip(ins, x))
             if trace is not None:
-                trace(nid, x)
+                trace(nid, y, x, ld)
         x = vals[self.graph.input_port]
         if logdet is None:
             logdet = x.new_zeros(x.shape[0])
@@ -239,7 +243,7 @@ class Flow(nn.Module):
         """Every node's output on the way data -> latent (same walk, with a hook)."""
         out: list[tuple[str, Any]] = []
         self._forward_walk(x, self.prepare_context(context, x.shape[0]),
-                           lambda nid, y: out.append((nid, y)))
+                           lambda nid, inp, y, ld: out.append((nid, y)))
         return out
 
     def trace_inverse(
@@ -249,7 +253,8 @@ class Flow(nn.Module):
         out: list[tuple[str, Any]] = []
         given = self._unpack(z) if z is not None else None
         ctx = self.prepare_context(context, n)
-        self._inverse_walk(given, n, temperature, ctx, lambda nid, x: out.append((nid, x)))
+        self._inverse_walk(given, n, temperature, ctx,
+                           lambda nid, y, x, ld: out.append((nid, x)))
         return out
 
     # -- latent helpers ---------------------------------------------------------------------

@@ -54,13 +54,24 @@ class Spec:
         return dump_yaml(self.document)
 
 
+class SpecText(str):
+    """YAML text that is never taken for a file path, whatever it contains (a spec
+    stored in a checkpoint is data: a one-line value must not open a file)."""
+
+
+def load_spec_text(text: str, overrides: list[str] | dict | None = None, *,
+                   quick: bool = False) -> Spec:
+    """:func:`load_spec` on YAML text, never on a path (for specs read from files' metadata)."""
+    return load_spec(SpecText(text), overrides, quick=quick)
+
+
 def _read(source: str | os.PathLike | dict) -> tuple[Any, str | None, str, list]:
     """-> (located document, file label, default name, load problems)."""
     if isinstance(source, dict):
         check_data(source)
         return located(plain(source), None), None, "spec", []
-    if isinstance(source, str) and "\n" in source:
-        doc, problems = parse_yaml(source, None)
+    if isinstance(source, SpecText) or (isinstance(source, str) and "\n" in source):
+        doc, problems = parse_yaml(str(source), None)  # the C parser takes plain str only
         return doc, None, "spec", problems
     path = Path(source)
     if not path.is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -72,6 +73,7 @@ def evaluate_nll(
     device = torch.device(device)
     gen = torch.Generator(device=device).manual_seed(seed)
     total = torch.zeros((), dtype=torch.float64, device=device)
+    bad_rows: list[torch.Tensor] = []  # per batch, no device sync until the end
     n = 0
     for b, start in enumerate(range(0, split.x.shape[0], batch_size)):
         if max_batches is not None and b >= max_batches:
@@ -83,9 +85,12 @@ def evaluate_nll(
         x = prep(xb, generator=gen)
         lp = flow.log_prob(x, batch_context(flow, yb, cb))
         total += -lp.double().sum()
+        bad_rows.append(~torch.isfinite(lp))
         n += xb.shape[0]
     flow.train(was_training)
     nll = float(total) / max(n, 1)
+    if not math.isfinite(nll):
+        _refuse_nonfinite(nll, torch.cat(bad_rows), n)
     dims = flow.num_dims
     out: dict[str, float] = {"nll_nats": nll, "nats_per_dim": nll / dims, "n": n}
     if getattr(prep, "n_bits", None):
@@ -93,3 +98,19 @@ def evaluate_nll(
     if entropy is not None:
         out["nll_minus_entropy"] = nll - entropy
     return out
+
+
+def _refuse_nonfinite(nll: float, bad: torch.Tensor, n: int) -> None:
+    """A NaN/inf NLL is never a result: say which examples and what to do."""
+    from flowspec.errors import FlowspecError
+
+    idx = bad.nonzero().flatten().tolist()
+    shown = ", ".join(map(str, idx[:5])) + (" ..." if len(idx) > 5 else "")
+    raise FlowspecError(
+        f"the negative log-likelihood is {nll}: the flow gives a non-finite log-density to "
+        f"{len(idx)} of {n} examples (indices {shown})" if idx else
+        f"the negative log-likelihood is {nll}: the per-example values are finite but their "
+        f"sum overflows",
+        hint="the model is degenerate on these inputs (a diverged or undertrained run, or "
+             "data unlike the training data): evaluate best.safetensors or an earlier "
+             "checkpoint, or retrain with a lower learning rate")
