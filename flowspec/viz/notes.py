@@ -15,20 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import torch
+from flowspec.finite import nonfinite_rows
+
+__all__ = ["SampleWarning", "collect_warnings", "nonfinite_rows", "nonfinite_text", "run_title",
+           "warn_nonfinite", "warn_nonfinite_grid"]
 
 
 class SampleWarning(UserWarning):
     """A picture shows samples that are not what they seem (non-finite, dropped)."""
-
-
-def nonfinite_rows(x: torch.Tensor) -> torch.Tensor:
-    """Bool ``[batch]``: examples holding at least one NaN or infinity.
-
-    (A local copy of the counting helper; ``flowspec.finite`` provides the same.)"""
-    if x.dim() == 0 or not x.is_floating_point():
-        return torch.zeros(x.shape[:1], dtype=torch.bool, device=x.device)
-    return ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
 
 
 def nonfinite_text(bad: int, total: int, action: str = "marked") -> str:
