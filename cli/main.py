@@ -164,7 +164,11 @@ def check(spec: Path = typer.Argument(..., help="Spec, checkpoint or run directo
         flow, jitter = flowspec.load(spec), 0.0
     else:  # an untrained one is perturbed off the identity first
         flow, jitter = build_flow(_load_spec(spec, set_, quick)), 0.1
-    reports = check_flow(flow, max_dims=max_dims, jitter=jitter, progress=_check_progress())
+    progress, done = _check_progress()
+    try:
+        reports = check_flow(flow, max_dims=max_dims, jitter=jitter, progress=progress)
+    finally:
+        done()
     table = Table(title="per-node check (float64)")
     for col in ("node", "type", "round trip", "log-det vs autograd", "fwd+inv log-det", "ok"):
         table.add_column(col)
@@ -191,8 +195,8 @@ def _check_progress():
                 state = "ok" if report.ok else "FAILED"
                 print(f"checked {i}/{n} {nid} ({report.type}): {state}", flush=True)
 
-        return plain
-    status = console.status("checking")
+        return plain, lambda: None
+    status = console.status("checking", refresh_per_second=4)
     t0 = time.perf_counter()
 
     def live(i, n, nid, report):
@@ -200,10 +204,8 @@ def _check_progress():
             status.start()
         if report is None:
             status.update(f"checking node {i + 1}/{n}: {nid} ({time.perf_counter() - t0:.0f} s)")
-        elif i == n:
-            status.stop()
 
-    return live
+    return live, status.stop
 
 
 @app.command()
