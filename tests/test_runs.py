@@ -69,6 +69,7 @@ def test_interrupted_run_records_its_checkpoint_step(tiny_spec_path, tmp_path):
     assert run_info(run).describe() == "interrupted at step 4/12"
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")
 def test_diverged_run(tiny_spec_path, tmp_path):
     spec = load_spec(tiny_spec_path, FAST + ["train.max_bad_steps=2"])
     trainer = Trainer(spec, out_root=tmp_path, reporter=SilentReporter(), device="cpu")
