@@ -17,7 +17,14 @@ from rich.tree import Tree
 
 from flowspec_cli import experiment, runs
 from flowspec_cli.cache import cached_output
-from flowspec_cli.common import SetOption, console, is_tty, unknown_catalogue_name, user_errors
+from flowspec_cli.common import (
+    SetOption,
+    WhichOption,
+    console,
+    is_tty,
+    unknown_catalogue_name,
+    user_errors,
+)
 
 app = typer.Typer(
     name="flowspec",
@@ -153,15 +160,16 @@ def check(spec: Path = typer.Argument(..., help="Spec, checkpoint or run directo
           set_: list[str] = SetOption,
           quick: bool = typer.Option(False, "--quick", help="Apply the spec's quick overrides."),
           max_dims: int = typer.Option(1024, help="Skip Jacobians of nodes with more dims."),
+          which: str = WhichOption,
           ) -> None:
     """Verify every node of a flow: round trip and log-det vs autograd, in float64."""
     from flowspec.api import build_flow, is_checkpoint
     from flowspec.check import check_flow
 
     if is_checkpoint(spec):  # a trained flow is checked as it is
-        import flowspec
+        from flowspec_cli.common import load_flow
 
-        flow, jitter = flowspec.load(spec), 0.0
+        flow, jitter = load_flow(spec, "cpu", which)[0], 0.0
     else:  # an untrained one is perturbed off the identity first
         flow, jitter = build_flow(_load_spec(spec, set_, quick)), 0.1
     progress, done = _check_progress()

@@ -112,6 +112,11 @@ def test_resolve_prefers_newest_finished_and_names_newer_unfinished(tiny_spec_pa
     run_dir, notes = resolve_resume(tmp_path / "tiny")
     assert run_dir == broken and "did not finish" in notes[0]
     assert [r.status for r in list_runs(tmp_path)] == [FINISHED, INTERRUPTED]
+    import flowspec  # the Python API resolves the same way, and says so
+
+    with pytest.warns(UserWarning, match="not using the newer run"):
+        flow = flowspec.load(tmp_path / "tiny")
+    assert flow.checkpoint_info["step"] == 12
     assert [r.status for r in list_runs(tmp_path, "tiny")] == [FINISHED, INTERRUPTED]
 
 
