@@ -62,8 +62,9 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         data_dir: Path = DataDirOption,
         resume: Path = typer.Option(
             None, "--resume", help="Continue a run: its directory, or runs/<name> (its newest "
-                                   "unfinished run). --set may change its length, lr, "
-                                   "grad_clip and cadences."),
+                                   "unfinished run; a bare NAME is looked up under --out). "
+                                   "--set may change its length, lr, grad_clip and "
+                                   "cadences."),
         seed: int = typer.Option(None, "--seed", help="Override train.seed."),
         quick: bool = typer.Option(False, "--quick", help="Apply the spec's quick overrides."),
         print_spec: bool = typer.Option(False, "--print-spec",
@@ -76,6 +77,8 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         from flowspec.errors import FlowspecError
 
         if resume is not None:
+            if not resume.exists() and (out / resume).is_dir():
+                resume = out / resume
             _train_resume(spec, resume, set_ or [], device, data_dir, seed, quick, sweep,
                           print_spec)
             return

@@ -100,6 +100,9 @@ def test_resume_by_name_with_overrides(runs_root):
     assert "resuming at step 12" in r.stdout and "lr=0.002" in r.stdout
     assert "newest run" in r.stderr and "resumes.jsonl" in r.stderr
     assert json.loads((run / "status.json").read_text())["step"] == 16
+    r = invoke("train", "--resume", "tiny", "--out", runs_root, "--set", "train.steps=17",
+               "--device", "cpu")  # a bare name is looked up under --out
+    assert r.exit_code == 0 and "resuming at step 16" in r.stdout, r.output
     r = invoke("train", "--resume", run, "--set", "vars.hidden=3", "--set", "train.batch_size=8")
     assert r.exit_code == 2 and "train.batch_size=8: cannot be changed when resuming" in r.output
     r = invoke("train", runs_root, "--resume", run)

@@ -101,10 +101,9 @@ def apply_resume_overrides(spec_yaml: str, overrides: list[str] | None, run_dir:
                                 f"step {step}", hint="give a larger train.steps"))
     if problems:
         raise FlowspecError(problems)
-    for path, (old, new) in changes.items():
-        if path.startswith("train.optimizer.") and path.endswith(".lr"):
-            changes["lr"] = (old, new)
-            break
+    lr = [v for p, v in changes.items() if p.startswith("train.optimizer.") and p.endswith(".lr")]
+    if lr:
+        changes["lr"] = lr[0]
     return spec, changes
 
 
