@@ -132,7 +132,9 @@ def load_flow(ckpt: Path, device: str = "cpu", which: str | None = None,
     A spec file is refused (it would silently give an untrained flow) unless
     ``untrained``; then ``resolved`` is None and a warning says so.
     """
+    import flowspec
     from flowspec.runs import resolve_run
+    from flowspec.train.loop import resolve_device
 
     if ckpt.suffix in (".yaml", ".yml") or (ckpt.is_file() and ckpt.suffix != ".safetensors"):
         if not untrained:
@@ -143,9 +145,6 @@ def load_flow(ckpt: Path, device: str = "cpu", which: str | None = None,
                      "add --untrained to use random weights on purpose")
         if which is not None:
             raise FlowspecError("--which applies to run directories, not to a spec")
-        import flowspec
-        from flowspec.train.loop import resolve_device
-
         warn(f"using an UNTRAINED flow built from {ckpt} (random weights, --untrained)")
         return flowspec.load(ckpt).to(resolve_device(device)), None
     if untrained:
@@ -154,9 +153,6 @@ def load_flow(ckpt: Path, device: str = "cpu", which: str | None = None,
     resolved = resolve_run(ckpt, which)
     for line in resolved.notes:
         note(line)
-    import flowspec
-    from flowspec.train.loop import resolve_device
-
     flow = flowspec.load(resolved.checkpoint)
     note(f"checkpoint: {resolved.describe()}")
     return flow.to(resolve_device(device)), resolved
