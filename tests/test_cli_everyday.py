@@ -182,3 +182,23 @@ def test_schema_and_nodes_are_cached_per_code_version(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache" / "flowspec" / "cli").glob("*.out"))) == 2
     bad = invoke("nodes", "no_such_node")  # errors are never cached
     assert bad.exit_code == 2
+
+
+def test_fast_commands_do_not_import_torch(tmp_path):
+    """--help, --version and runs must stay fast: they never import torch (a lazy import
+    that becomes eager, e.g. in flowspec/__init__.py, fails here)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from flowspec_cli.main import app\n"
+            "for args in (['--help'], ['--version'], ['runs', '--out', sys.argv[1]],\n"
+            "             ['train', '--help']):\n"
+            "    try:\n"
+            "        app(args)\n"
+            "    except SystemExit as e:\n"
+            "        assert e.code in (0, None), (args, e.code)\n"
+            "    assert 'torch' not in sys.modules, args\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
