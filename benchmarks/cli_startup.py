@@ -8,7 +8,11 @@ reference: before the lazy imports, every command (``--help`` included) paid it.
 ``schema`` and ``nodes`` are timed twice: ``cold`` with an empty output cache (they import
 the registries, hence torch) and ``warm`` (replayed from the cache of the installed code).
 
-    python benchmarks/cli_startup.py [--rounds 7]
+    python benchmarks/cli_startup.py [--rounds 7] [--before /path/to/older/checkout]
+
+``--before`` also times ``--help``, ``schema`` and ``nodes`` of another checkout of the
+repository (its ``flowspec/`` and ``cli/`` put first on ``PYTHONPATH``), e.g. the main
+branch before the lazy imports.
 """
 
 from __future__ import annotations
@@ -28,10 +32,22 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "flowspec_cli.main"]
 
 
-def commands(tmp: Path) -> list[tuple[str, list[str], bool]]:
+def commands(tmp: Path, before: Path | None = None) -> list[tuple[str, list[str], bool]]:
     """(label, argv, clear the cache first)."""
     spec = str(ROOT / "specs" / "realnvp_moons.yaml")
-    return [
+    older = []
+    if before is not None:
+        shim = tmp / "before"
+        shim.mkdir()
+        (shim / "flowspec").symlink_to(before.resolve() / "flowspec")
+        (shim / "flowspec_cli").symlink_to(before.resolve() / "cli")
+        code = (f"import sys; sys.path.insert(0, {str(shim)!r}); "
+                "from flowspec_cli.main import app; app()")
+        old = [sys.executable, "-c", code]
+        older = [("before: flowspec --help", old + ["--help"], False),
+                 ("before: flowspec schema", old + ["schema"], False),
+                 ("before: flowspec nodes", old + ["nodes"], False)]
+    return older + [
         ("python -c 'import torch' (reference)", [sys.executable, "-c", "import torch"], False),
         ("flowspec --help", CLI + ["--help"], False),
         ("flowspec --version", CLI + ["--version"], False),
@@ -59,12 +75,14 @@ def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--before", type=Path, default=None,
+                        help="another checkout to compare with (e.g. /work/main)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="flowspec-startup-"))
     cache = tmp / "cache"
     env = {**os.environ, "XDG_CACHE_HOME": str(cache), "OMP_NUM_THREADS": "1",
            "COLUMNS": "100"}
-    cmds = commands(tmp)
+    cmds = commands(tmp, args.before)
     walls: dict[str, list[float]] = {label: [] for label, _, _ in cmds}
     cpus: dict[str, list[float]] = {label: [] for label, _, _ in cmds}
     for _label, argv, _ in cmds:  # warm the OS file cache once; not timed
@@ -76,7 +94,7 @@ def main() -> None:
             wall, cpu = run_once(argv, env)
             walls[label].append(wall)
             cpus[label].append(cpu)
-    ref = statistics.median(cpus[cmds[0][0]])
+    ref = statistics.median(cpus["python -c 'import torch' (reference)"])
     print(f"{args.rounds} interleaved rounds; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs\n")
     print("| command | wall (median) | CPU (median) | CPU / import torch |")
