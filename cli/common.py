@@ -30,7 +30,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 SetOption = typer.Option(
-    None, "--set",
+    None, "--set", metavar="PATH=VALUE",
     help="Override a spec value by its dotted path: --set train.optimizer.adam.lr=3e-4 "
          "--set vars.K=4 --set train.steps=500 (repeatable).")
 DataDirOption = typer.Option(

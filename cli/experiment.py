@@ -70,7 +70,7 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         print_spec: bool = typer.Option(False, "--print-spec",
                                         help="Print the resolved spec (YAML) and exit."),
         sweep: list[str] = typer.Option(
-            None, "--sweep", help="Train once per value: --sweep vars.K=2,8,32 (repeatable: "
+            None, "--sweep", metavar="PATH=V1,V2", help="Train once per value: --sweep vars.K=2,8,32 (repeatable: "
                                   "every combination), then compare."),
     ) -> None:
         """Train a spec by maximum likelihood or reverse KL; checkpoints into a run directory."""
