@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from flowspec.errors import FlowspecError, UnknownNameError
 
@@ -56,11 +57,15 @@ SPEC_KEYWORDS = {
 
 
 def report_error(err: FlowspecError) -> None:
+    """One line per problem. User text (keys, paths, values) is never read as rich markup:
+    a key like ``[/x]`` or ``[old]`` is printed as written."""
     for problem in err.problems:
-        err_console.print(f"[bold red]error[/]: {problem.format()}", highlight=False,
-                          soft_wrap=True, markup=True)
-    if len(err.problems) > 1:
-        err_console.print(f"{len(err.problems)} problems", style="red")
+        line = Text("error", style="bold red")
+        line.append(f": {problem.format()}")
+        err_console.print(line, highlight=False, soft_wrap=True)
+    total = getattr(err, "total", len(err.problems))  # more than listed when truncated
+    if total > 1:
+        err_console.print(f"{total} problems", style="red")
 
 
 def user_errors(fn: F) -> F:
@@ -90,7 +95,9 @@ def note(text: str) -> None:
 
 
 def warn(text: str) -> None:
-    err_console.print(f"[bold yellow]warning[/]: {text}", highlight=False)
+    line = Text("warning", style="bold yellow")
+    line.append(f": {text}")
+    err_console.print(line, highlight=False)
 
 
 def parse_floats(text: str, what: str, minimum: float | None = None) -> list[float]:
@@ -209,7 +216,7 @@ def output_for(explicit: Path | None, resolved: Any, folder: str, name: str,
 
 def wrote(path: Path, replaced: bool) -> None:
     console.print(f"wrote {path}" + (" (replaced the existing file)" if replaced else ""),
-                  highlight=False)
+                  highlight=False, markup=False)
 
 
 def num(v: Any) -> str:

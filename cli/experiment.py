@@ -70,13 +70,18 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         print_spec: bool = typer.Option(False, "--print-spec",
                                         help="Print the resolved spec (YAML) and exit."),
         sweep: list[str] = typer.Option(
-            None, "--sweep", metavar="PATH=V1,V2", help="Train once per value: --sweep vars.K=2,8,32 (repeatable: "
-                                  "every combination), then compare."),
+            None, "--sweep", metavar="PATH=V1,V2",
+            help="Train once per value: --sweep vars.K=2,8,32 (repeatable: every "
+                 "combination), then compare."),
+        data: Path = typer.Option(None, "--data", help="Train on this .csv/.npy/.npz/"
+                                  ".safetensors file instead of the spec's dataset."),
     ) -> None:
         """Train a spec by maximum likelihood or reverse KL; checkpoints into a run directory."""
         from flowspec.errors import FlowspecError
 
         if resume is not None:
+            if data is not None:
+                raise FlowspecError("--data starts a fresh run; a resumed run keeps its data")
             if not resume.exists() and (out / resume).is_dir():
                 resume = out / resume
             _train_resume(spec, resume, set_ or [], device, data_dir, seed, quick, sweep,
@@ -84,14 +89,12 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
             return
         if spec is None:
             raise FlowspecError("give a spec to train, or --resume RUN_DIR")
-        from flowspec.spec import load_spec
-
         if sweep:
             if print_spec:
                 raise FlowspecError("--print-spec prints one spec; drop --sweep")
-            _sweep(spec, sweep, set_ or [], quick, out, device, data_dir, seed)
+            _sweep(spec, sweep, set_ or [], quick, out, device, data_dir, seed, data)
             return
-        s = load_spec(spec, set_ or [], quick=quick)
+        s = _load_train_spec(spec, set_ or [], quick, data)
         if print_spec:
             print(s.to_yaml(), end="")
             return
@@ -126,10 +129,10 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         if flow.spec.train["objective"] == "reverse_kl":
             metrics = build_objective(flow.spec, flow, data_dir, dev).evaluate(flow)
         else:
-            from flowspec.data import open_dataset
+            from flowspec.data import open_spec_dataset
             from flowspec.train.evaluate import evaluate_nll
 
-            source, prep = open_dataset(flow.spec.data, data_dir)
+            source, prep = open_spec_dataset(flow.spec, data_dir)
             metrics = evaluate_nll(flow, source.load(split), prep, batch_size=batch_size,
                                    device=dev, entropy=source.entropy)
         if as_json:
@@ -155,12 +158,15 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
                  "overwriting)."),
         npy: bool = typer.Option(False, "--npy", help="Save raw arrays (.npy) instead."),
         label: int = typer.Option(None, "--class", help="Class for conditional flows."),
+        context: str = typer.Option(None, "--context",
+                                    help="Context vector for conditional flows: 0.5,1.0"),
         which: str = WhichOption,
         untrained: bool = UntrainedOption,
         data_dir: Path = DataDirOption,
         device: str = DeviceOption,
     ) -> None:
-        """Draw samples: an image grid, a 2-D scatter with density, or raw arrays."""
+        """Draw samples: an image grid, a 2-D scatter with density, raw arrays, or a data
+        file (-o samples.csv / .npy / .npz)."""
         from flowspec.errors import FlowspecError
 
         if temp is not None and temps is not None:
@@ -169,10 +175,13 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
                         ([temp] if temp is not None else None))
         flow, resolved = load_flow(ckpt, device, which, untrained)
         temps_used = temperatures or [flow.spec.sample["temperature"]]
+        from flowspec.data.export import EXPORT_SUFFIXES, parse_context
+
         if npy:
             allowed: tuple[str, ...] = (".npy",)
         else:
-            allowed = IMAGE_SUFFIXES if len(flow.input_shape) == 3 else FIGURE_SUFFIXES
+            allowed = (IMAGE_SUFFIXES if len(flow.input_shape) == 3 else FIGURE_SUFFIXES) \
+                + EXPORT_SUFFIXES
         name = ("sample" + ("-untrained" if resolved is None else "")
                 + f"-T{'-'.join(_tag(t) for t in temps_used)}"
                 + (f"-class{label}" if label is not None else "") + f"-seed{seed}" + allowed[0])
@@ -183,7 +192,7 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
 
         torch.manual_seed(seed)
         written = sample_figure(flow, path, n=n, temperatures=temperatures, data_dir=data_dir,
-                                label=label, npy=npy)
+                                label=label, npy=npy, context=parse_context(flow, context))
         wrote(written, replaced)
 
     @app.command()
@@ -236,9 +245,9 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         from flowspec.errors import DataError
 
         flow, resolved = load_flow(ckpt, device, which, untrained)
-        from flowspec.data import open_dataset
+        from flowspec.data import open_spec_dataset
 
-        source, _ = open_dataset(flow.spec.data, data_dir)
+        source, _ = open_spec_dataset(flow.spec, data_dir)
         if not source.discrete:
             raise DataError("interpolate draws images; this flow's data are not images",
                             hint="use flowspec sample or trace for 2-D flows")
@@ -318,12 +327,18 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
 # -- train helpers ---------------------------------------------------------------------------
 def _done(result) -> None:
     """The closing lines: timestamped records like the log's when not on a terminal."""
+    from rich.text import Text
+
     from flowspec.train.report import format_metrics, timestamp
 
     stamp = "" if is_tty() else f"{timestamp()} "
-    console.print(f"{stamp}[green]done[/]: {result.run_dir}", highlight=False)
+    line = Text(stamp)
+    line.append("done", style="green")
+    line.append(f": {result.run_dir}")
+    console.print(line, highlight=False)
     if result.metrics:
-        console.print(f"{stamp}final: {format_metrics(result.metrics)}", highlight=False)
+        console.print(f"{stamp}final: {format_metrics(result.metrics)}", highlight=False,
+                      markup=False)
 
 
 def _train_resume(spec, resume, sets, device, data_dir, seed, quick, sweep, print_spec) -> None:
@@ -373,13 +388,23 @@ def _sweep_values(items: list[str]) -> list[tuple[str, list[str]]]:
     return out
 
 
-def _sweep(spec, sweep, sets, quick, out, device, data_dir, seed) -> None:
+def _load_train_spec(spec, sets, quick, data):
+    """The spec to train: as given, or on ``--data FILE`` (its dataset becomes the file)."""
+    if data is not None:
+        from flowspec.data.files import load_spec_on_file
+
+        return load_spec_on_file(spec, data, sets, quick=quick)
+    from flowspec.spec import load_spec
+
+    return load_spec(spec, sets, quick=quick)
+
+
+def _sweep(spec, sweep, sets, quick, out, device, data_dir, seed, data=None) -> None:
     """Sequential runs over every combination of the swept values, then a comparison."""
     import itertools
 
     from flowspec.errors import FlowspecError
     from flowspec.runs import read_status
-    from flowspec.spec import load_spec
     from flowspec.train.loop import Trainer, TrainingDiverged
 
     axes = _sweep_values(sweep)
@@ -389,7 +414,7 @@ def _sweep(spec, sweep, sets, quick, out, device, data_dir, seed) -> None:
         raise FlowspecError(f"--sweep and --set both set {', '.join(clash)}")
     combos = [list(zip([p for p, _ in axes], values))
               for values in itertools.product(*[v for _, v in axes])]
-    specs = [load_spec(spec, sets + [f"{p}={v}" for p, v in combo], quick=quick)
+    specs = [_load_train_spec(spec, sets + [f"{p}={v}" for p, v in combo], quick, data)
              for combo in combos]  # every combination checked before the first run
     rows = []
     metric = None

@@ -73,11 +73,17 @@ def test_interrupted_run_records_its_checkpoint_step(tiny_spec_path, tmp_path):
 def test_diverged_run(tiny_spec_path, tmp_path):
     spec = load_spec(tiny_spec_path, FAST + ["train.max_bad_steps=2"])
     trainer = Trainer(spec, out_root=tmp_path, reporter=SilentReporter(), device="cpu")
-    trainer.objective.loss = lambda flow, step, seed: (torch.tensor(math.nan), {})
+    real = trainer.objective.loss  # fine until the first checkpoint (step 4), then NaN
+
+    def loss(flow, step, seed):
+        return real(flow, step, seed) if step < 5 else (torch.tensor(math.nan), {})
+
+    trainer.objective.loss = loss
     with pytest.raises(TrainingDiverged) as err:
         trainer.run()
     assert "--resume" in str(err.value) and "train.optimizer.adam.lr=" in str(err.value)
-    assert read_status(trainer.run_dir)["status"] == "diverged"
+    st = read_status(trainer.run_dir)
+    assert st["status"] == "diverged" and st["step"] == 4 and "diverged" in st["message"]
 
 
 def test_killed_run_reads_as_stopped(tmp_path):

@@ -28,7 +28,14 @@ from typing import Any
 import torch
 
 from flowspec.api import build_flow
-from flowspec.checkpoint import read_checkpoint, read_state, save_checkpoint, save_state
+from flowspec.checkpoint import (
+    check_weights,
+    clean_stale_temps,
+    load_weights,
+    nonfinite_tensors,
+    save_checkpoint,
+    save_state,
+)
 from flowspec.errors import CheckpointError, FlowspecError
 from flowspec.runs import (
     DIVERGED,
@@ -42,9 +49,18 @@ from flowspec.runs import (
 from flowspec.train.objectives import build_objective
 from flowspec.train.optim import EMA, build_optimizer, build_scheduler
 from flowspec.train.report import PlainReporter, Reporter
-from flowspec.train.resume import apply_resume_overrides, record_resume
-from flowspec.train.rundir import make_run_dir, write_run_files
+from flowspec.train.resume import (
+    STATE_FILE,
+    best_so_far,
+    read_resume,
+    spec_digest,
+    state_tensors,
+    truncate_metrics,
+)
+from flowspec.train.resume_overrides import apply_resume_overrides, record_resume
+from flowspec.train.rundir import make_run_dir, new_run_id, write_run_files
 from flowspec.train.sinks import check_sinks, open_sinks
+from flowspec.train.watchdog import find_nonfinite, lr_hint
 
 
 @dataclass
@@ -100,7 +116,7 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, info: dict) -> No
 
 
 class TrainingDiverged(FlowspecError):
-    """Too many consecutive non-finite losses; the run's status records ``diverged``."""
+    """Non-finite losses or weights; the run's status records ``diverged``."""
 
 
 class _GracefulStop:
@@ -181,43 +197,67 @@ class Trainer:
     # -- set-up ----------------------------------------------------------------------
     @staticmethod
     def _read_resume(run_dir: Path, overrides: Any = None) -> dict[str, Any]:
-        """The run's checkpoint and state, and its spec with the resume ``overrides``
-        applied (only the keys :mod:`flowspec.train.resume` allows)."""
-        if not (run_dir / "last.safetensors").is_file():
-            raise CheckpointError(f"{run_dir}: nothing to resume (no last.safetensors)",
-                                  hint="pass the run directory printed by `flowspec train`")
-        ckpt = read_checkpoint(run_dir / "last.safetensors")
-        state_tensors, info = read_state(run_dir / "last.state.safetensors")
-        spec, changes = apply_resume_overrides(ckpt["spec"], overrides, run_dir,
-                                               step=info.get("step"))
-        return {"spec": spec, "spec_yaml": spec.to_yaml() if changes else ckpt["spec"],
-                "ckpt": ckpt, "state": state_tensors, "info": info,
-                "overrides": list(overrides or []), "changes": changes}
+        """One consistent snapshot from the run's state file (see flowspec.train.resume),
+        with the resume ``overrides`` applied to its spec (only the keys
+        :mod:`flowspec.train.resume_overrides` allows)."""
+        resumed = read_resume(run_dir)
+        stored = resumed["ckpt"]["spec"]
+        spec, changes = apply_resume_overrides(stored, overrides, run_dir,
+                                               step=resumed["info"].get("step"))
+        resumed.update(spec=spec if changes else resumed["spec"],
+                       spec_yaml=spec.to_yaml() if changes else stored,
+                       overrides=list(overrides or []), changes=changes)
+        return resumed
 
     def _setup_fresh(self, out_root: str | Path, overrides: Any) -> None:
+        info = {"seed": self.seed, "device": str(self.device), "spec_source": self.spec.source}
+        prepare = getattr(self.objective, "prepare_fresh_run", None)
+        if prepare is not None:  # fit data statistics (standardize), pin data files
+            self.spec, info["data"] = prepare(self.flow, self.spec, self.reporter.message)
+            self.flow.spec, self.spec_yaml = self.spec, self.spec.to_yaml()
         self.run_dir = make_run_dir(out_root, self.spec.name, self.spec_yaml)
-        write_run_files(self.run_dir, self.spec_yaml, overrides,
-                        {"seed": self.seed, "device": str(self.device),
-                         "spec_source": self.spec.source})
+        self.run_id = new_run_id()
+        self._saved_step: int | None = None
+        write_run_files(self.run_dir, self.spec_yaml, overrides, {**info, "run_id": self.run_id})
 
     def _setup_resume(self, run_dir: Path, resumed: dict[str, Any]) -> None:
         ckpt, info = resumed["ckpt"], resumed["info"]
+        where = str(run_dir / STATE_FILE)
         self.run_dir = run_dir
-        self.flow.load_state_dict(ckpt["state"])
+        self.run_id = info.get("run_id") or new_run_id()
+        clean_stale_temps(run_dir)
+        load_weights(self.flow, ckpt["state"], where)
         if self.ema is not None and ckpt["ema"] is not None:
-            self.ema.state = {k: v.to(self.device) for k, v in ckpt["ema"].items()}
-        _load_optimizer(self.opt, {k: v.to(self.device) for k, v in resumed["state"].items()},
-                        info["optimizer"])
-        self.sched.load_state_dict(info["scheduler"])
-        self.start_step, self.best = info["step"], info["best"]
+            check_weights(self.flow, ckpt["ema"], where + " (EMA weights)")
+            self.ema.state = {k: v.to(self.device).clone() for k, v in ckpt["ema"].items()}
+        try:
+            _load_optimizer(self.opt,
+                            {k: v.to(self.device) for k, v in resumed["state"].items()},
+                            info["optimizer"])
+            self.sched.load_state_dict(info["scheduler"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as err:
+            raise CheckpointError(f"{where}: the optimizer state does not fit this model "
+                                  f"({err})", hint="the file was altered or mixed with "
+                                  "another run's") from None
+        self.start_step = info["step"]
+        self._saved_step = self.start_step
+        self.best = best_so_far(run_dir, info["best"], self.start_step,
+                                self.objective.key_metric)
+        dropped = truncate_metrics(run_dir / "metrics.jsonl", self.start_step)
+        if dropped:
+            self.reporter.message(f"metrics.jsonl: {dropped} row(s) past step "
+                                  f"{self.start_step} dropped (they are replayed)")
         if "lr" in resumed["changes"]:  # after the optimizer state, which carries the old lr
             self.set_lr(resumed["changes"]["lr"][1])
         status = read_status(run_dir)
         es = status.get("early_stopping") or {}
         self._es_ref, self._es_since = es.get("ref", self.best), es.get("evals_since_best", 0)
         self.best_step = (status.get("best") or {}).get("step")
+        if resumed["changes"]:  # a consistent snapshot of the new spec before spec.yaml
+            self.save(self.start_step, resumed["info"].get("metrics") or {}, False)
         if resumed["overrides"]:
-            record_resume(run_dir, self.start_step, resumed["overrides"], resumed["changes"])
+            record_resume(run_dir, self.start_step, resumed["overrides"], resumed["changes"],
+                          self.spec_yaml)
 
     def set_lr(self, lr: float) -> None:
         """Make ``lr`` the base learning rate from now on (the schedule's factor still
@@ -262,19 +302,32 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------
     def save(self, step: int, metrics: dict, is_best: bool) -> None:
-        """``last`` weights + resume state (and ``best`` when ``is_best``)."""
+        """``best`` (when ``is_best``), ``last``, then the resume state -- last, as the commit
+        point: it alone holds everything a resume needs (weights, EMA, optimizer, counters,
+        spec), so a kill at any moment leaves a consistent snapshot. Non-finite weights are
+        never written over a good checkpoint."""
+        weights = self.flow.state_dict()
+        bad = nonfinite_tensors(weights)
+        if bad:
+            raise TrainingDiverged(
+                f"training diverged: at step {step} {len(bad)} weight tensor(s) are NaN or "
+                f"infinite ({', '.join(bad[:3])}); the previous checkpoint is kept",
+                hint=lr_hint(self.cfg, self.run_dir, self._saved_step))
         info = {"step": step, "epoch": step / self.steps_per_epoch, "metrics": metrics,
-                "seed": self.seed}
+                "seed": self.seed, "run_id": self.run_id,
+                "spec_sha256": spec_digest(self.spec_yaml)}
         ema_state = self.ema.state if self.ema is not None else None
-        save_checkpoint(self.run_dir / "last.safetensors", self.flow.state_dict(),
+        clean_stale_temps(self.run_dir)
+        if is_best:
+            save_checkpoint(self.run_dir / "best.safetensors", weights,
+                            self.spec_yaml, ema_state=ema_state, info=info)
+        save_checkpoint(self.run_dir / "last.safetensors", weights,
                         self.spec_yaml, ema_state=ema_state, info=info)
         opt_tensors, opt_info = _optimizer_tensors(self.opt)
-        save_state(self.run_dir / "last.state.safetensors", opt_tensors,
-                   {"step": step, "best": self.best, "seed": self.seed, "optimizer": opt_info,
-                    "scheduler": self.sched.state_dict()})
-        if is_best:
-            save_checkpoint(self.run_dir / "best.safetensors", self.flow.state_dict(),
-                            self.spec_yaml, ema_state=ema_state, info=info)
+        save_state(self.run_dir / STATE_FILE, state_tensors(weights, ema_state, opt_tensors),
+                   {**info, "best": self.best, "optimizer": opt_info,
+                    "scheduler": self.sched.state_dict(), "spec": self.spec_yaml})
+        self._saved_step = step
 
     # -- evaluation and pictures -----------------------------------------------------
     def _with_ema(self, fn: Callable[[], Any]) -> Any:
@@ -321,17 +374,31 @@ class Trainer:
         return loss, stats, grad_norm
 
     def on_bad_step(self, step: int, bad: int) -> None:
-        """A non-finite loss: report it; give up after ``max_bad_steps`` in a row."""
-        self.reporter.message(f"step {step}: non-finite loss, step skipped ({bad} in a row)")
+        """A non-finite loss: find the node it came from (first of a streak only), report it;
+        give up after ``max_bad_steps`` in a row with a hint to resume at a lower lr."""
+        if bad == 1:
+            self._bad_cause = self.diagnose_bad_step(step).describe()
+        cause = getattr(self, "_bad_cause", "")
+        self.reporter.message(f"step {step}: non-finite loss, step skipped ({bad} in a row)"
+                              + (f"; {cause}" if cause and bad == 1 else ""))
         if bad >= self.cfg["max_bad_steps"]:
-            name = next(iter(self.cfg["optimizer"])) if isinstance(self.cfg["optimizer"], dict) \
-                else self.cfg["optimizer"]
-            lr = self.opt.param_groups[0].get("initial_lr", self.opt.param_groups[0]["lr"])
             raise TrainingDiverged(
-                f"training diverged: {bad} consecutive non-finite losses at step {step}",
-                hint=f"resume from the last checkpoint with a lower learning rate: flowspec "
-                     f"train --resume {self.run_dir} --set train.optimizer.{name}.lr="
-                     f"{lr / 3:.3g} (or --set train.grad_clip=1)")
+                f"training diverged: {bad} consecutive non-finite losses at step {step}"
+                + (f"; at the first, {cause}" if cause else ""),
+                hint=lr_hint(self.cfg, self.run_dir, self._saved_step))
+
+    def diagnose_bad_step(self, step: int):
+        """Recompute the loss of ``step`` once with per-node finiteness checks (no gradients;
+        RNG re-seeded as in :meth:`train_step`, buffers restored)."""
+        self.flow.train()
+        torch.manual_seed(step_seed(self.seed, step))
+        amp = self.cfg["amp"] and self.device.type == "cuda"
+
+        def compute():
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                return self.objective.loss(self.flow, step, self.seed)
+
+        return find_nonfinite(self.flow, compute)
 
     # -- logging ------------------------------------------------------------------------
     def log_row(self, step: int, loss: torch.Tensor, stats: dict, grad_norm: Any,
@@ -355,8 +422,13 @@ class Trainer:
 
     def write_metrics(self, split: str, row: dict) -> None:
         """One row to every metric sink (metrics.jsonl, and csv / tensorboard if asked)."""
-        for sink in self.sinks:
-            sink.write(split, row)
+        try:
+            for sink in self.sinks:
+                sink.write(split, row)
+        except OSError as err:
+            from flowspec.oserrors import write_error
+
+            raise write_error(self.run_dir / "metrics.jsonl", err) from None
 
     # -- epochs -------------------------------------------------------------------------
     def end_of_epoch(self, step: int) -> None:
@@ -414,7 +486,12 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> TrainResult:
         cfg, spe = self.cfg, self.steps_per_epoch
-        self.sinks = open_sinks(self.run_dir, cfg["log"])
+        try:
+            self.sinks = open_sinks(self.run_dir, cfg["log"])
+        except OSError as err:
+            from flowspec.oserrors import write_error
+
+            raise write_error(self.run_dir / "metrics.jsonl", err) from None
         previous = read_status(self.run_dir)
         self._elapsed_before = float(previous.get("elapsed_s") or 0.0)
         self._session_start = time.time()
@@ -466,13 +543,13 @@ class Trainer:
         except KeyboardInterrupt:
             self.reporter.message(f"interrupted at step {step}; resume with --resume "
                                   f"{self.run_dir}")
-            self._final_status(INTERRUPTED, step, f"interrupted at step {step}")
+            self._final_status(INTERRUPTED, f"interrupted at step {step}")
             raise
         except TrainingDiverged as err:
-            self._final_status(DIVERGED, step, str(err))
+            self._final_status(DIVERGED, str(err))
             raise
         except BaseException as err:
-            self._final_status(FAILED, step, f"{type(err).__name__}: {err}")
+            self._final_status(FAILED, f"{type(err).__name__}: {err}")
             raise
         finally:
             stop.restore()
@@ -481,22 +558,17 @@ class Trainer:
             self.reporter.close()
         if self.stop_reason is not None:
             self.reporter.message(self.stop_reason)
-        self._final_status(FINISHED, step, self.stop_reason)
+        self._final_status(FINISHED, self.stop_reason, step)
         if self.ema is not None:
             self.ema.swap_in()
         return TrainResult(run_dir=self.run_dir, step=step, metrics=self.last_metrics,
                            flow=self.flow.eval(), stop_reason=self.stop_reason)
 
-    def _final_status(self, status: str, step: int, message: str | None) -> None:
-        """The run's closing status; ``step`` is that of its last checkpoint."""
-        from flowspec.runs import checkpoint_info
-
+    def _final_status(self, status: str, message: str | None, step: int | None = None) -> None:
+        """The run's closing status, at ``step`` or else at its last checkpoint's step."""
         try:
-            saved = checkpoint_info(self.run_dir / "last.safetensors").get("step", 0)
-        except FlowspecError:
-            saved = 0
-        try:
-            self.write_status(status, saved if status != FINISHED else step, message=message)
+            self.write_status(status, step if step is not None else (self._saved_step or 0),
+                              message=message)
         except OSError:  # pragma: no cover - never hide the original error
             pass
 

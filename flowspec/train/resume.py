@@ -1,118 +1,169 @@
-"""Overrides accepted when a run is resumed, and the record of them in the run directory.
+"""Resuming a run directory: read one consistent snapshot, refuse what does not belong.
 
-A resumed run must stay the run it was: its architecture, data, batch size, seed and
-schedule shape are fixed by the checkpoint. What may change is how long it runs, the
-learning rate (the usual fix after a divergence), gradient clipping, and how often it
-logs, evaluates, samples and checkpoints. Each ``--set`` is checked on its own
-against the resolved spec, so a refusal names the override that caused it (even
-``vars.K=4``, which reaches the model through a variable).
+The trainer's state file (``last.state.safetensors``) is the unit of resumption:
+it holds the weights, the EMA weights, the optimizer and scheduler state, the
+loop counters and the resolved spec, and it is written last, atomically, at every
+checkpoint. Whatever was written before it (``last``/``best`` checkpoints, metric
+rows) and is newer than it is replayed -- bit-exactly, since the data order and
+the RNG are functions of ``(seed, step)`` -- by the resumed run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import sys
-import time
+import math
 from pathlib import Path
 from typing import Any
 
-from flowspec.errors import FlowspecError, Problem
-
-#: dotted paths (of the resolved spec) a resume may change; ``*`` matches one segment
-RESUMABLE = (
-    "train.steps", "train.epochs", "train.optimizer.*.lr", "train.grad_clip",
-    "train.log_every", "train.eval_every", "train.eval_batches", "train.sample_every",
-    "train.checkpoint_every", "train.max_bad_steps", "train.early_stopping",
-    "train.early_stopping.*", "train.log", "sample.n", "sample.temperature", "sample.seed",
+from flowspec.checkpoint import (
+    atomic_write_bytes,
+    check_finite,
+    parse_info,
+    read_checkpoint,
+    read_metadata,
+    read_state,
 )
+from flowspec.errors import CheckpointError
+
+STATE_FILE = "last.state.safetensors"
+MODEL_PREFIX, EMA_PREFIX = "model/", "ema/"
 
 
-def _allowed(path: str) -> bool:
-    segs = path.split(".")
-    for pattern in RESUMABLE:
-        pat = pattern.split(".")
-        if len(pat) == len(segs) and all(p in ("*", s) for p, s in zip(pat, segs)):
-            return True
-    return False
+def spec_digest(spec_yaml: str) -> str:
+    return hashlib.sha256(spec_yaml.encode()).hexdigest()
 
 
-def _normalized(document: dict) -> dict:
-    """The document with ``optimizer: adam`` written as ``{adam: {lr: 0.001}}``."""
-    from flowspec.registry import split_named
-
-    doc = json.loads(json.dumps(document))
-    train = doc.get("train") or {}
-    if "optimizer" in train:
-        name, params = split_named(train["optimizer"])
-        train["optimizer"] = {name: {"lr": 1e-3, **params}}
-    return doc
+def state_tensors(model: dict, ema: dict | None, optimizer: dict) -> dict:
+    """The tensors of a state file: weights, EMA weights and optimizer state, prefixed."""
+    out = {MODEL_PREFIX + k: v for k, v in model.items()}
+    if ema is not None:
+        out.update({EMA_PREFIX + k: v for k, v in ema.items()})
+    out.update(optimizer)
+    return out
 
 
-def diff_paths(old: Any, new: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
-    """``{dotted path: (old, new)}`` of every leaf that differs."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out: dict[str, tuple[Any, Any]] = {}
-        for key in sorted(set(old) | set(new), key=str):
-            path = f"{prefix}.{key}" if prefix else str(key)
-            out.update(diff_paths(old.get(key), new.get(key), path))
-        return out
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        out = {}
-        for i, (a, b) in enumerate(zip(old, new)):
-            out.update(diff_paths(a, b, f"{prefix}.{i}"))
-        return out
-    return {} if old == new else {prefix: (old, new)}
+def _split(tensors: dict) -> tuple[dict, dict, dict]:
+    model, ema, rest = {}, {}, {}
+    for k, v in tensors.items():
+        if k.startswith(MODEL_PREFIX):
+            model[k[len(MODEL_PREFIX):]] = v
+        elif k.startswith(EMA_PREFIX):
+            ema[k[len(EMA_PREFIX):]] = v
+        else:
+            rest[k] = v
+    return model, ema, rest
 
 
-def apply_resume_overrides(spec_yaml: str, overrides: list[str] | None, run_dir: Path,
-                           step: int | None = None) -> tuple[Any, dict[str, tuple[Any, Any]]]:
-    """``(spec, changes)``: the run's spec with ``overrides`` applied, and what changed.
-
-    ``changes`` maps dotted paths to ``(old, new)``; a changed learning rate is also
-    under ``"lr"``. Raises one :class:`FlowspecError` listing every refused override.
-    """
-    from flowspec.spec import load_spec
-
-    base = load_spec(spec_yaml)
-    if not overrides:
-        return base, {}
-    old_doc = _normalized(base.document)
-    problems = []
-    for text in overrides:
-        changed = diff_paths(old_doc, _normalized(load_spec(spec_yaml, [text]).document))
-        refused = sorted(p for p in changed if not _allowed(p))
-        if refused:
-            shown = ", ".join(refused[:4]) + (" ..." if len(refused) > 4 else "")
-            problems.append(Problem(
-                f"--set {text}: cannot be changed when resuming (it changes {shown})",
-                hint=None if problems else
-                "a resumed run keeps its model, data, batch size, seed and schedule; start a "
-                "new run for that. Resumable: " + ", ".join(RESUMABLE)))
-    spec = load_spec(spec_yaml, overrides)
-    changes = diff_paths(old_doc, _normalized(spec.document))
-    train = spec.train
-    if "train.epochs" in changes and train.get("steps"):
-        problems.append(Problem(
-            f"train.epochs has no effect: this run counts steps (train.steps: "
-            f"{train['steps']})", hint="set the length with --set train.steps=N"))
-    if "train.steps" in changes and step is not None and train["steps"] is not None \
-            and train["steps"] < step:
-        problems.append(Problem(f"train.steps={train['steps']} is before the run's current "
-                                f"step {step}", hint="give a larger train.steps"))
-    if problems:
-        raise FlowspecError(problems)
-    lr = [v for p, v in changes.items() if p.startswith("train.optimizer.") and p.endswith(".lr")]
-    if lr:
-        changes["lr"] = lr[0]
-    return spec, changes
+def _foreign(run_dir: Path, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"{run_dir / STATE_FILE}: this training state belongs to another run ({what})",
+        hint="resume the run directory the state file was written in; state files cannot "
+             "be copied between runs")
 
 
-def record_resume(run_dir: Path, step: int, overrides: list[str],
-                  changes: dict[str, tuple[Any, Any]]) -> None:
-    """Append the resume's overrides and what they changed to ``RUN/resumes.jsonl``."""
-    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "step": step,
-             "overrides": list(overrides),
-             "changes": {k: list(v) for k, v in changes.items() if k != "lr"},
-             "argv": sys.argv}
-    with open(Path(run_dir) / "resumes.jsonl", "a") as fh:
-        fh.write(json.dumps(entry) + "\n")
+def _check_identity(run_dir: Path, info: dict) -> None:
+    """The state file must belong to this run directory (run id, spec)."""
+    run_id = info.get("run_id")
+    run_json = run_dir / "run.json"
+    if run_id and run_json.is_file():
+        try:
+            recorded = json.loads(run_json.read_text()).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if recorded and recorded != run_id:
+            raise _foreign(run_dir, f"run id {run_id[:8]}, but run.json says {recorded[:8]}")
+    digest = info.get("spec_sha256")
+    spec_file = run_dir / "spec.yaml"
+    if digest and spec_file.is_file():
+        try:
+            on_disk = spec_digest(spec_file.read_text())
+        except OSError:
+            on_disk = digest
+        if on_disk != digest:
+            raise _foreign(run_dir, "its spec differs from this run's spec.yaml")
+    last = run_dir / "last.safetensors"
+    if run_id and last.is_file():
+        try:
+            other = parse_info(last, read_metadata(last)).get("run_id")
+        except CheckpointError:
+            other = None  # a damaged last.safetensors is rewritten by the resumed run
+        if other and other != run_id:
+            raise _foreign(run_dir, f"run id {run_id[:8]}, but last.safetensors has "
+                                    f"{other[:8]}")
+
+
+def read_resume(run_dir: Path) -> dict[str, Any]:
+    """``{"spec", "ckpt": {"spec", "state", "ema"}, "state": optimizer tensors, "info"}``."""
+    from flowspec.api import stored_spec
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory",
+                              hint="pass the run directory printed by `flowspec train`")
+    path = run_dir / STATE_FILE
+    if not path.is_file():
+        what = "no last.safetensors" if not (run_dir / "last.safetensors").is_file() else \
+            f"no {STATE_FILE}"
+        raise CheckpointError(f"{run_dir}: nothing to resume ({what})",
+                              hint="pass the run directory printed by `flowspec train`")
+    tensors, info = read_state(path)
+    for key in ("step", "best", "seed", "optimizer", "scheduler"):
+        if key not in info:
+            raise CheckpointError(f"{path}: the training state lacks '{key}'",
+                                  hint="the file was altered or written by another program")
+    model, ema, optim = _split(tensors)
+    if "spec" in info and model:
+        spec_yaml = info["spec"]
+    else:  # older state files hold only the optimizer state: the weights come from last
+        ckpt = read_checkpoint(run_dir / "last.safetensors")
+        if ckpt["info"].get("step") != info["step"]:
+            raise CheckpointError(
+                f"{run_dir}: last.safetensors is at step {ckpt['info'].get('step')} but "
+                f"{STATE_FILE} at step {info['step']} (a save was interrupted)",
+                hint="this run was written by an older flowspec and cannot be resumed "
+                     "consistently; start a new run from its spec.yaml")
+        spec_yaml, model, ema = ckpt["spec"], ckpt["state"], ckpt["ema"] or {}
+    _check_identity(run_dir, info)
+    check_finite(model, f"{path} (weights)")
+    check_finite(ema, f"{path} (EMA weights)")
+    return {"spec": stored_spec(spec_yaml, path), "info": info, "state": optim,
+            "ckpt": {"spec": spec_yaml, "state": model, "ema": ema or None}}
+
+
+def best_so_far(run_dir: Path, best: float, step: int, key: str) -> float:
+    """``best``, or the metric of a ``best.safetensors`` written after the state file by an
+    interrupted save (so a resumed run only replaces it with a better one)."""
+    path = run_dir / "best.safetensors"
+    if not path.is_file():
+        return best
+    try:
+        info = parse_info(path, read_metadata(path))
+    except CheckpointError:
+        return best
+    value = (info.get("metrics") or {}).get(key)
+    if info.get("step", -1) > step and isinstance(value, (int, float)) and math.isfinite(value):
+        return min(best, float(value))
+    return best
+
+
+def truncate_metrics(path: Path, step: int) -> int:
+    """Drop metric rows past ``step`` (they are replayed) and any torn last line, atomically;
+    -> rows dropped."""
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            dropped += 1
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)) \
+                and row["step"] > step:
+            dropped += 1
+            continue
+        kept.append(line)
+    if dropped:
+        atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
+    return dropped
