@@ -71,7 +71,7 @@ def _read(source: str | os.PathLike | dict) -> tuple[Any, str | None, str, list]
         check_data(source)
         return located(plain(source), None), None, "spec", []
     if isinstance(source, SpecText) or (isinstance(source, str) and "\n" in source):
-        doc, problems = parse_yaml(source, None)
+        doc, problems = parse_yaml(str(source), None)  # the C parser takes plain str only
         return doc, None, "spec", problems
     path = Path(source)
     if not path.is_file():
