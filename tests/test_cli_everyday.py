@@ -103,7 +103,7 @@ def test_resume_by_name_with_overrides(runs_root):
     r = invoke("train", "--resume", "tiny", "--out", runs_root, "--set", "train.steps=17",
                "--device", "cpu")  # a bare name is looked up under --out
     assert r.exit_code == 0 and "resuming at step 16" in r.stdout, r.output
-    r = invoke("train", "--resume", run, "--set", "vars.hidden=3", "--set", "train.batch_size=8")
+    r = invoke("train", "--resume", run, "--set", "train.batch_size=8")
     assert r.exit_code == 2 and "train.batch_size=8: cannot be changed when resuming" in r.output
     r = invoke("train", runs_root, "--resume", run)
     assert r.exit_code == 2 and "SPEC" in r.output

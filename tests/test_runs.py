@@ -175,8 +175,16 @@ def test_resume_lr_override_reaches_the_optimizer(tiny_spec_path, tmp_path):
                                                                                  "cosine"))
     (record,) = [json.loads(x) for x in (run / "resumes.jsonl").read_text().splitlines()]
     assert record["step"] == 4 and record["changes"]["train.optimizer.adam.lr"] == [0.01, 0.001]
-    # the new settings travel with the run: resuming again keeps them
+    # the new settings travel with the run: spec.yaml follows them (the state file's spec
+    # digest is checked against it), the first spec is kept, and resuming again keeps them
+    assert "lr: 0.001" in (run / "spec.yaml").read_text()
+    assert "lr: 0.01" in (run / "spec.initial.yaml").read_text()
     assert "lr: 0.001" in Trainer._read_resume(run)["spec_yaml"]
+    again = Trainer(None, resume=run, reporter=SilentReporter(), device="cpu",
+                    overrides=["train.steps=22"])
+    assert again.opt.param_groups[0]["initial_lr"] == pytest.approx(0.001)
+    again.run()
+    assert read_status(run)["step"] == 22
 
 
 def test_resume_refuses_what_would_change_the_run(tiny_spec_path, tmp_path):
