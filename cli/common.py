@@ -133,8 +133,9 @@ def unknown_catalogue_name(name: str) -> FlowspecError:
 
 # -- checkpoints -----------------------------------------------------------------------
 def load_flow(ckpt: Path, device: str = "cpu", which: str | None = None,
-              untrained: bool = False) -> tuple[Any, Any]:
-    """``(flow, resolved)`` for a command that needs a trained flow; says which it used.
+              untrained: bool = False, quiet: bool = False) -> tuple[Any, Any]:
+    """``(flow, resolved)`` for a command that needs a trained flow; says which it used
+    (on stderr; ``quiet`` for ``--json``, whose output carries it instead).
 
     A spec file is refused (it would silently give an untrained flow) unless
     ``untrained``; then ``resolved`` is None and a warning says so.
@@ -158,10 +159,11 @@ def load_flow(ckpt: Path, device: str = "cpu", which: str | None = None,
         raise FlowspecError(f"--untrained was given, but {ckpt} is not a spec file",
                             hint="drop --untrained to use the trained checkpoint")
     resolved = resolve_run(ckpt, which)
-    for line in resolved.notes:
+    for line in resolved.notes if not quiet else ():
         note(line)
     flow = flowspec.load(resolved.checkpoint)
-    note(f"checkpoint: {resolved.describe()}")
+    if not quiet:
+        note(f"checkpoint: {resolved.describe()}")
     return flow.to(resolve_device(device)), resolved
 
 

@@ -122,7 +122,7 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
 
         if split not in ("test", "val", "train"):
             raise FlowspecError(f"--split must be test, val or train, got '{split}'")
-        flow, resolved = load_flow(ckpt, device, which, untrained)
+        flow, resolved = load_flow(ckpt, device, which, untrained, quiet=as_json)
         from flowspec.train.objectives import build_objective
 
         dev = flow._reference_tensor().device
@@ -137,7 +137,8 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
                                    device=dev, entropy=source.entropy)
         if as_json:
             info = ({"path": str(resolved.checkpoint), "which": resolved.which,
-                     "step": resolved.step} if resolved is not None else {"untrained": True})
+                     "step": resolved.step, "notes": resolved.notes}
+                    if resolved is not None else {"untrained": True})
             print(json.dumps({**metrics, "split": split, "checkpoint": info}))
         else:
             for k, v in metrics.items():

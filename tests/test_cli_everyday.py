@@ -50,15 +50,18 @@ def test_spec_instead_of_checkpoint_is_refused(tiny_spec_path, tmp_path):
 
 def test_commands_say_which_checkpoint(runs_root):
     run = _only_run(runs_root)
-    r = invoke("eval", runs_root / "tiny", "--json")
+    r = invoke("eval", runs_root / "tiny")
     assert r.exit_code == 0, r.output
     assert f"checkpoint: {run / 'best.safetensors'} (best, step " in r.stderr
     assert "its only run" in r.stderr
-    out = json.loads(r.stdout)  # stdout stays pure JSON
+    r = invoke("eval", runs_root / "tiny", "--json")
+    out = json.loads(r.output)  # --json: nothing but the JSON, which names the checkpoint
     assert out["checkpoint"]["which"] == "best" and out["split"] == "test"
+    assert "its only run" in out["checkpoint"]["notes"][0]
     r = invoke("eval", run, "--which", "last", "--json")
-    assert json.loads(r.stdout)["checkpoint"] == {
-        "path": str(run / "last.safetensors"), "which": "last", "step": 12}
+    assert json.loads(r.output)["checkpoint"] == {
+        "path": str(run / "last.safetensors"), "which": "last", "step": 12, "notes": []}
+    r = invoke("eval", run, "--which", "last")
     assert "(last, step 12)" in r.stderr
     r = invoke("eval", run, "--split", "val", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["n"] == 51  # 10% of 512
