@@ -12,7 +12,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from flowspec.registry import Entry, Registry, did_you_mean
+from flowspec.registry import Entry, Registry
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -37,20 +37,14 @@ def public(reg: Registry) -> list[Entry]:
 
 
 def find(name: str) -> list[tuple[Registry, Entry]]:
-    """Every registered thing called ``name`` (a name may be, say, a node and a prep step).
+    """Every registered thing called ``name`` (a name may be, say, a node and a prep step);
+    empty when there is none (:func:`known_names` for a 'did you mean')."""
+    return [(reg, reg.get(name)) for reg, _ in registries() if name in reg]
 
-    Raises a :class:`~flowspec.errors.FlowspecError` with a 'did you mean' over all
-    registries when there is none."""
-    from flowspec.errors import FlowspecError
 
-    found = [(reg, reg.get(name)) for reg, _ in registries() if name in reg]
-    if found:
-        return found
-    known = sorted({e.name for reg, _ in registries() for e in public(reg)})
-    sug = did_you_mean(name, known)
-    raise FlowspecError(f"'{name}' is not registered (nodes, nets, priors, datasets, "
-                        "preprocessing steps, energies)",
-                        hint=f"did you mean '{sug[0]}'?" if sug else "`flowspec nodes` lists all")
+def known_names() -> list[str]:
+    """Every public name of every registry, sorted."""
+    return sorted({e.name for reg, _ in registries() for e in public(reg)})
 
 
 _CODE = re.compile(r"``(.+?)``")

@@ -84,7 +84,7 @@ def sample_figure(
         return write_samples(flow, path, n, temps[0], context=context, label=label)
     if npy:
         ctx = _class_context(flow, n, label)
-        arrays = torch.stack([flow.sample(n, t, ctx).cpu() for t in temps])
+        arrays = torch.stack([flow.sample(n, temperature=t, context=ctx).cpu() for t in temps])
         import numpy as np
 
         np.save(path.with_suffix(".npy"), arrays.squeeze(0).numpy())
@@ -144,7 +144,7 @@ def draw_samples(flow: Flow, source: Any, prep: Any, path: str | Path, n: int,
     samples = {}
     for t in temps:
         ctx = context if context is not None else _class_context(flow, n, label)
-        samples[t] = flow.sample(n, t, ctx)
+        samples[t] = flow.sample(n, temperature=t, context=ctx)
     if vector_context:
         c = torch.as_tensor(context).reshape(-1).tolist()
         title += f" · p(x | c = [{', '.join(f'{v:.3g}' for v in c)}])"
@@ -180,7 +180,7 @@ def _image_grid(flow: Flow, prep: Any, path: Path, n: int, temps: list[float], c
     rows, bad = [], []
     for t in temps:
         ctx = context if context is not None else _class_context(flow, n, label)
-        x = flow.sample(n, t, ctx)
+        x = flow.sample(n, temperature=t, context=ctx)
         bad.append(nonfinite_rows(x).cpu())
         rows.append(to_img(torch.nan_to_num(x, nan=0.0)).cpu())
     n_bad, total = int(sum(int(b.sum()) for b in bad)), n * len(temps)

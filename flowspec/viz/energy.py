@@ -85,7 +85,7 @@ def energy_figure(flow: Any, energy: Any, lim: float = 4.0, n: int = 300,
     square(axes[1], lim, "learned q" + note)
     edges = torch.linspace(-lim, lim, 101, dtype=torch.float64)
     for ax, t in zip(axes[2:], temps):
-        pts, dropped = finite_points(flow.sample(n_samples, t))
+        pts, dropped = finite_points(flow.sample(n_samples, temperature=t))
         warn_nonfinite(dropped, n_samples, "dropped from the histogram", f"at T = {t:g}")
         hist = torch.histogramdd(torch.from_numpy(pts).double(), bins=[edges, edges]).hist.T
         mesh = ax.pcolormesh(edges.numpy(), edges.numpy(), hist.numpy(), cmap="viridis")
