@@ -62,6 +62,11 @@ class RichReporter(Reporter):
         self.progress.stop()
 
 
+def make_reporter() -> Reporter:
+    """The training reporter (module-level, so ``--nproc`` workers can build their own)."""
+    return RichReporter() if is_tty() else PlainReporter(console.print)
+
+
 def _flow(ckpt: Path, device: str):
     import flowspec
     from flowspec.train.loop import resolve_device
@@ -82,18 +87,28 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         resume: Path = typer.Option(None, "--resume", help="Run directory to continue."),
         seed: int = typer.Option(None, "--seed", help="Override train.seed."),
         quick: bool = typer.Option(False, "--quick", help="Apply the spec's quick overrides."),
+        nproc: int = typer.Option(1, "--nproc", min=1, help="Data-parallel processes on this "
+                                  "machine (one GPU each on CUDA); train.batch_size is global."),
+        compile_: bool = typer.Option(False, "--compile", help="torch.compile the training "
+                                      "step (sets train.compile)."),
     ) -> None:
-        """Train a spec by maximum likelihood or reverse KL; checkpoints into a run directory."""
+        """Train a spec by maximum likelihood or reverse KL; checkpoints into a run directory.
+
+        Several processes: --nproc N here, or torchrun --nproc-per-node N (--nnodes for
+        several machines) running `flowspec train`."""
         from flowspec.errors import FlowspecError
         from flowspec.spec import load_spec
         from flowspec.train.loop import train as run
 
         if spec is None and resume is None:
             raise FlowspecError("give a spec to train, or --resume RUN_DIR")
-        s = load_spec(spec, set_ or [], quick=quick) if spec is not None else None
-        reporter = RichReporter() if is_tty() else PlainReporter(console.print)
+        set_ = [*(set_ or []), *(["train.compile=true"] if compile_ else [])]
+        s = load_spec(spec, set_, quick=quick) if spec is not None else None
         result = run(s, out_root=out, device=device, data_dir=data_dir, resume=resume,
-                     seed=seed, overrides=set_, reporter=reporter)
+                     seed=seed, overrides=set_, nproc=nproc, make_reporter=make_reporter,
+                     compile=compile_ or None)
+        if result.rank != 0:  # under torchrun, rank 0 speaks for the run
+            return
         console.print(f"[green]done[/]: {result.run_dir / 'last.safetensors'}")
         if result.metrics:
             console.print(format_metrics(result.metrics))

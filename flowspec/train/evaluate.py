@@ -33,8 +33,14 @@ def evaluate_nll(
     max_batches: int | None = None,
     seed: int = 0,
     entropy: float | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, float]:
     """Mean ``-log p(x)`` over a split, with one fixed-seed dequantization draw.
+
+    The noise of batch ``b`` comes from a generator seeded by ``(seed, b)``, so with
+    ``shard = (rank, world)`` (rank ``r`` takes batches ``b ≡ r mod world``; sums are
+    all-reduced) every example gets the same noise as in one process and the mean
+    equals the 1-process mean up to float64 summation order.
 
     ``nll_nats`` is per example on the model's input scale ([0, 1] for images);
     ``bits_per_dim`` (discrete data only) adds the discretisation term
@@ -43,20 +49,27 @@ def evaluate_nll(
     was_training = flow.training
     flow.eval()
     device = torch.device(device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    n = 0
+    rank, world = shard
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # total nll, examples
     for b, start in enumerate(range(0, split.x.shape[0], batch_size)):
         if max_batches is not None and b >= max_batches:
             break
+        if b % world != rank:
+            continue
+        gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + b)
         xb = split.x[start:start + batch_size].to(device)
         yb = split.y[start:start + batch_size].to(device) if split.y is not None else None
         x = prep(xb, generator=gen)
         lp = flow.log_prob(x, batch_context(flow, yb))
-        total += -lp.double().sum()
-        n += xb.shape[0]
+        sums[0] += -lp.double().sum()
+        sums[1] += xb.shape[0]
+    if world > 1:
+        from flowspec.train.distributed import all_reduce_sum
+
+        all_reduce_sum(sums)
     flow.train(was_training)
-    nll = float(total) / max(n, 1)
+    n = int(sums[1])
+    nll = float(sums[0]) / max(n, 1)
     dims = flow.num_dims
     out: dict[str, float] = {"nll_nats": nll, "nats_per_dim": nll / dims, "n": n}
     if getattr(prep, "n_bits", None):

@@ -31,9 +31,11 @@ import torch
 from flowspec.api import build_flow
 from flowspec.checkpoint import read_checkpoint, read_state, save_checkpoint, save_state
 from flowspec.errors import CheckpointError, FlowspecError
+from flowspec.train import distributed
 from flowspec.train.objectives import build_objective
 from flowspec.train.optim import EMA, build_optimizer, build_scheduler
-from flowspec.train.report import PlainReporter, Reporter
+from flowspec.train.precision import Precision, resolve_precision
+from flowspec.train.report import PlainReporter, Reporter, SilentReporter
 from flowspec.train.rundir import make_run_dir, write_run_files
 
 
@@ -44,6 +46,8 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     #: the trained flow (EMA weights swapped in when the run keeps an EMA), in eval mode
     flow: Any = None
+    #: this process's rank (0 in a single process; only rank 0 writes and reports)
+    rank: int = 0
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -59,8 +63,9 @@ def _scalar(v: Any) -> float:
     return float(v.detach()) if torch.is_tensor(v) else float(v)
 
 
-def step_seed(seed: int, step: int) -> int:
-    return (seed * 1_000_003 + step * 7919) % (2**63 - 1)
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The global RNG's seed for one step; each rank of a distributed run has its own."""
+    return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**63 - 1)
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -111,7 +116,9 @@ class Trainer:
 
     ``resume`` is a run directory holding ``last.safetensors`` and its state
     file; training continues in that directory. ``on_step(step)`` is called
-    after every optimiser step (tests use it to interrupt a run).
+    after every optimiser step (tests use it to interrupt a run). ``compile``
+    overrides ``train.compile``. Started by torchrun (or ``train(nproc=N)``), each
+    process is one data-parallel rank (:mod:`flowspec.train.distributed`).
     """
 
     def __init__(
@@ -126,10 +133,13 @@ class Trainer:
         overrides: Any = None,
         reporter: Reporter | None = None,
         on_step: Callable[[int], None] | None = None,
+        compile: bool | None = None,
     ):
-        self.reporter = reporter or PlainReporter()
+        self.group, rank_device = distributed.setup(device)
+        self.reporter = (reporter or PlainReporter()) if self.group.is_main else SilentReporter()
+        self.compile = compile  # None: the spec's train.compile (a resumed run may add it)
         self.on_step = on_step
-        self.device = resolve_device(device)
+        self.device = rank_device or resolve_device(device)
         self.start_step, self.best = 0, math.inf
         resumed = self._read_resume(Path(resume)) if resume is not None else None
         if resumed is not None:
@@ -141,7 +151,11 @@ class Trainer:
 
         torch.manual_seed(self.seed)
         self.flow = build_flow(spec).to(self.device)
-        self.objective = build_objective(spec, self.flow, data_dir, self.device)
+        self.objective = build_objective(spec, self.flow, data_dir, self.device,
+                                         shard=distributed.shard(self.group))
+        self.precision = Precision(resolve_precision(self.cfg, self.reporter.message),
+                                   self.device)
+        self.train_view = self._train_view()
         self.steps_per_epoch = self.objective.steps_per_epoch
         self.total = self.cfg["steps"] or self.cfg["epochs"] * self.steps_per_epoch
         self.opt = build_optimizer(self.flow.parameters(), self.cfg)
@@ -155,6 +169,15 @@ class Trainer:
             self._setup_fresh(out_root, overrides)
 
     # -- set-up ----------------------------------------------------------------------
+    def _train_view(self) -> distributed.TrainView:
+        """The flow as the loss calls it: through DDP (several ranks) and torch.compile."""
+        entry: Any = distributed.wrap(self.flow, self.group, self.device)
+        if self.cfg.get("compile") if self.compile is None else self.compile:
+            from flowspec.train.torch_compile import CompiledOrEager
+
+            entry = CompiledOrEager(entry, self.reporter.message)
+        return distributed.TrainView(self.flow, entry)
+
     @staticmethod
     def _read_resume(run_dir: Path) -> dict[str, Any]:
         from flowspec.spec import load_spec
@@ -168,10 +191,13 @@ class Trainer:
                 "info": info}
 
     def _setup_fresh(self, out_root: str | Path, overrides: Any) -> None:
-        self.run_dir = make_run_dir(out_root, self.spec.name, self.spec_yaml)
-        write_run_files(self.run_dir, self.spec_yaml, overrides,
-                        {"seed": self.seed, "device": str(self.device),
-                         "spec_source": self.spec.source})
+        run_dir = None
+        if self.group.is_main:  # rank 0 names the run; every rank uses that name
+            run_dir = make_run_dir(out_root, self.spec.name, self.spec_yaml)
+            write_run_files(run_dir, self.spec_yaml, overrides,
+                            {"seed": self.seed, "device": str(self.device),
+                             "spec_source": self.spec.source, "processes": self.group.world})
+        self.run_dir = distributed.broadcast_object(self.group, run_dir)
 
     def _setup_resume(self, run_dir: Path, resumed: dict[str, Any]) -> None:
         ckpt, info = resumed["ckpt"], resumed["info"]
@@ -182,11 +208,14 @@ class Trainer:
         _load_optimizer(self.opt, {k: v.to(self.device) for k, v in resumed["state"].items()},
                         info["optimizer"])
         self.sched.load_state_dict(info["scheduler"])
+        self.precision.load_state_dict(info.get("grad_scaler"))
         self.start_step, self.best = info["step"], info["best"]
 
     # -- checkpoints -------------------------------------------------------------------
     def save(self, step: int, metrics: dict, is_best: bool) -> None:
-        """``last`` weights + resume state (and ``best`` when ``is_best``)."""
+        """``last`` weights + resume state (and ``best`` when ``is_best``); rank 0 only."""
+        if not self.group.is_main:
+            return
         info = {"step": step, "epoch": step / self.steps_per_epoch, "metrics": metrics,
                 "seed": self.seed}
         ema_state = self.ema.state if self.ema is not None else None
@@ -195,7 +224,8 @@ class Trainer:
         opt_tensors, opt_info = _optimizer_tensors(self.opt)
         save_state(self.run_dir / "last.state.safetensors", opt_tensors,
                    {"step": step, "best": self.best, "seed": self.seed, "optimizer": opt_info,
-                    "scheduler": self.sched.state_dict()})
+                    "scheduler": self.sched.state_dict(),
+                    "grad_scaler": self.precision.state_dict()})
         if is_best:
             save_checkpoint(self.run_dir / "best.safetensors", self.flow.state_dict(),
                             self.spec_yaml, ema_state=ema_state, info=info)
@@ -211,9 +241,17 @@ class Trainer:
                 self.flow.load_state_dict(raw)
 
     def evaluate(self, split: str) -> dict:
-        return self._with_ema(lambda: self.objective.evaluate(self.flow, split))
+        """Metrics on ``split`` (sharded over the ranks; every rank gets rank 0's dict)."""
+        def _eval() -> dict:
+            distributed.sync_buffers(self.group, self.flow)
+            return self.objective.evaluate(self.flow, split)
+
+        return distributed.broadcast_object(self.group, self._with_ema(_eval))
 
     def draw(self, epoch: int) -> None:
+        if not self.group.is_main:
+            return
+
         def _draw() -> None:
             torch.manual_seed(self.spec.sample["seed"])
             path = self.objective.draw(
@@ -231,17 +269,15 @@ class Trainer:
         """One optimiser step; ``(loss, stats, grad_norm)``, or None if the loss was
         non-finite and the step was skipped."""
         self.flow.train()
-        torch.manual_seed(step_seed(self.seed, step))
-        amp = self.cfg["amp"] and self.device.type == "cuda"
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            loss, stats = self.objective.loss(self.flow, step, self.seed)
-        if not torch.isfinite(loss):
+        torch.manual_seed(step_seed(self.seed, step, self.group.rank))
+        with self.precision.autocast():
+            loss, stats = self.objective.loss(self.train_view, step, self.seed)
+        # Every rank skips together (a rank alone in backward would wait forever).
+        if distributed.any_true(self.group, ~torch.isfinite(loss), self.device):
             return None
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = self.cfg["grad_clip"]
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip) if clip else None
-        self.opt.step()
+        self.precision.backward(loss)
+        grad_norm = self.precision.step(self.opt, self.params, self.cfg["grad_clip"])
         return loss, stats, grad_norm
 
     def on_bad_step(self, step: int, bad: int) -> None:
@@ -271,6 +307,8 @@ class Trainer:
         return row
 
     def write_metrics(self, split: str, row: dict) -> None:
+        if self._metrics_file is None:  # not rank 0
+            return
         self._metrics_file.write(json.dumps({"split": split, **row}) + "\n")
         self._metrics_file.flush()
 
@@ -307,7 +345,8 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> TrainResult:
         cfg, spe = self.cfg, self.steps_per_epoch
-        self._metrics_file = (self.run_dir / "metrics.jsonl").open("a")
+        self._metrics_file = ((self.run_dir / "metrics.jsonl").open("a")
+                              if self.group.is_main else None)
         self.reporter.start(run_dir=self.run_dir, total_steps=self.total,
                             start_step=self.start_step, steps_per_epoch=spe,
                             device=str(self.device))
@@ -320,7 +359,7 @@ class Trainer:
         stop = _GracefulStop()
         try:
             while step < self.total:
-                if stop.requested:
+                if distributed.any_true(self.group, stop.requested, self.device):
                     self.save(step, self.last_metrics, False)
                     raise KeyboardInterrupt
                 result = self.train_step(step)
@@ -336,12 +375,14 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.update(step)
                 step += 1
-                seen += self.objective.batch_size
+                seen += self.objective.local_batch
                 if self.on_step is not None:
                     self.on_step(step)
                 if step % cfg["log_every"] == 0 or step == self.total:
                     now = time.perf_counter()
-                    self.log_row(step, loss, stats, grad_norm, seen / max(now - t0, 1e-9))
+                    loss, stats, rate = distributed.reduce_log(
+                        self.group, loss, stats, seen / max(now - t0, 1e-9), self.device)
+                    self.log_row(step, loss, stats, grad_norm, rate)
                     t0, seen = now, 0
                 if step % spe == 0 or step == self.total:
                     self.end_of_epoch(step)
@@ -353,15 +394,44 @@ class Trainer:
             raise
         finally:
             stop.restore()
-            self._metrics_file.close()
+            if self._metrics_file is not None:
+                self._metrics_file.close()
             self.reporter.close()
+            distributed.teardown(self.group)
         if self.ema is not None:
             self.ema.swap_in()
         return TrainResult(run_dir=self.run_dir, step=step, metrics=self.last_metrics,
-                           flow=self.flow.eval())
+                           flow=self.flow.eval(), rank=self.group.rank)
 
 
-def train(spec: Any, **kwargs: Any) -> TrainResult:
+def train(spec: Any, *, nproc: int = 1, make_reporter: Callable[[], Reporter] | None = None,
+          **kwargs: Any) -> TrainResult:
     """Train the flow of ``spec`` (a loaded :class:`~flowspec.spec.Spec`); see :class:`Trainer`
-    for the keyword arguments."""
-    return Trainer(spec, **kwargs).run()
+    for the keyword arguments.
+
+    ``nproc > 1`` spawns that many local data-parallel workers (one GPU each on CUDA,
+    gloo on CPU; see :mod:`flowspec.train.distributed`); ``make_reporter`` (a picklable
+    callable) then builds rank 0's reporter inside its worker. The returned flow is
+    loaded from the run's last checkpoint.
+    """
+    if nproc <= 1:
+        if make_reporter is not None and kwargs.get("reporter") is None:
+            kwargs["reporter"] = make_reporter()
+        return Trainer(spec, **kwargs).run()
+    if distributed.launched_world() > 1:
+        raise FlowspecError(f"--nproc {nproc} inside a torchrun worker (WORLD_SIZE is set)",
+                            hint="let torchrun start the processes, or use --nproc alone")
+    run_dir, step, metrics = distributed.launch(nproc, _train_worker, spec, kwargs,
+                                                make_reporter)
+    import flowspec
+
+    return TrainResult(run_dir=Path(run_dir), step=step, metrics=metrics,
+                       flow=flowspec.load(Path(run_dir) / "last.safetensors"))
+
+
+def _train_worker(spec: Any, kwargs: dict, make_reporter: Callable[[], Reporter] | None):
+    """One ``--nproc`` worker: a Trainer like any torchrun-started one; rank 0's summary."""
+    if make_reporter is not None and kwargs.get("reporter") is None:
+        kwargs = {**kwargs, "reporter": make_reporter()}
+    result = Trainer(spec, **kwargs).run()
+    return str(result.run_dir), result.step, result.metrics
