@@ -9,7 +9,7 @@ compile time. Process scaling (``procs`` mode) trains a spec with 1 and N proces
 ignoring the first logged interval (start-up).
 
     python benchmarks/scaling.py steps [--models moons,glow] [--rounds 5] [--block 20]
-    python benchmarks/scaling.py procs [--spec specs/realnvp_moons.yaml] [--nproc 2]
+    python benchmarks/scaling.py procs [--spec specs/realnvp_moons.yaml] [--nproc 2] [--set k=v]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _variant(name: str, model: str, compile_: bool, precision: str):
         opt.zero_grad(set_to_none=True)
         prec.backward(loss)
         prec.step(opt, flow.parameters(), None)
-        return float(loss)
+        return float(loss.detach())
 
     t0 = time.perf_counter()
     step()
@@ -83,13 +83,13 @@ def bench_steps(models: list[str], rounds: int, block: int) -> None:
             print(f"{v['name']:<14} {1e3 * med:8.2f} {base / med:8.2f}x {v['first']:23.1f}")
 
 
-def _run_rate(spec: str, nproc: int, steps: int, log_every: int) -> float:
+def _run_rate(spec: str, sets: list[str], nproc: int, steps: int, log_every: int) -> float:
     from flowspec.spec import load_spec
     from flowspec.train.loop import train
     from flowspec.train.report import SilentReporter
 
     with tempfile.TemporaryDirectory() as out:
-        s = load_spec(ROOT / spec, [f"train.steps={steps}", f"train.log_every={log_every}",
+        s = load_spec(ROOT / spec, [*sets, f"train.steps={steps}", f"train.log_every={log_every}",
                                     "train.eval_every=0", "train.sample_every=0"])
         result = train(s, out_root=out, device="cpu", nproc=nproc, reporter=SilentReporter())
         rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").open()]
@@ -97,13 +97,15 @@ def _run_rate(spec: str, nproc: int, steps: int, log_every: int) -> float:
     return statistics.median(rates)
 
 
-def bench_procs(spec: str, nproc: int, rounds: int, steps: int, log_every: int) -> None:
+def bench_procs(spec: str, sets: list[str], nproc: int, rounds: int, steps: int,
+                log_every: int) -> None:
     rates: dict[int, list[float]] = {1: [], nproc: []}
     for _ in range(rounds):
         for n in (1, nproc):
-            rates[n].append(_run_rate(spec, n, steps, log_every))
+            rates[n].append(_run_rate(spec, sets, n, steps, log_every))
     one = statistics.median(rates[1])
-    print(f"\n{spec}: examples/s (median of {rounds} alternating runs, {steps} steps each)")
+    print(f"\n{spec} {' '.join(sets)}: examples/s "
+          f"(median of {rounds} alternating runs, {steps} steps each)")
     for n, r in rates.items():
         med = statistics.median(r)
         print(f"{n} process(es): {med:9.0f} examples/s  ({med / one:.2f}x)  runs: "
@@ -119,6 +121,8 @@ def main() -> None:
     st.add_argument("--block", type=int, default=20)
     pr = sub.add_parser("procs")
     pr.add_argument("--spec", default="specs/realnvp_moons.yaml")
+    pr.add_argument("--set", action="append", default=[], dest="sets",
+                    help="spec override (repeatable), e.g. --set vars.K=4")
     pr.add_argument("--nproc", type=int, default=2)
     pr.add_argument("--rounds", type=int, default=3)
     pr.add_argument("--steps", type=int, default=400)
@@ -128,7 +132,7 @@ def main() -> None:
         torch.set_num_threads(1)
         bench_steps(args.models.split(","), args.rounds, args.block)
     else:
-        bench_procs(args.spec, args.nproc, args.rounds, args.steps, args.log_every)
+        bench_procs(args.spec, args.sets, args.nproc, args.rounds, args.steps, args.log_every)
 
 
 if __name__ == "__main__":

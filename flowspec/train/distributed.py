@@ -11,9 +11,10 @@ The trainer stays one program; this module is everything it needs to run as N co
   permutation and takes its slice of each global batch (:func:`local_batch`), so N
   processes see exactly the examples one process would. DistributedDataParallel
   averages the gradients, giving the gradient of the global batch mean.
-* **Agreement**: a non-finite loss or a Ctrl-C on any rank is agreed by all
-  (:func:`any_true`), so they skip or stop at the same step; the run directory is
-  chosen by rank 0 and broadcast; evaluation is sharded and summed.
+* **Agreement**: a non-finite loss on any rank makes every rank skip that step
+  (:func:`any_true`); a Ctrl-C on any rank stops every rank at the same step (checked
+  every :data:`STOP_CHECK_EVERY` steps), after rank 0's checkpoint; the run directory
+  is chosen by rank 0 and broadcast; evaluation is sharded and summed.
 * **Writing**: checkpoints, metrics, run files and pictures come from rank 0 only.
 
 What is exact: on continuous data the weights after N-process steps equal the
@@ -127,9 +128,16 @@ def local_batch(batch_size: int, world: int) -> int:
         raise FlowspecError(
             f"train.batch_size {batch_size} is the global batch and must divide evenly "
             f"among {world} processes",
-            hint=f"set train.batch_size to a multiple of {world} "
-                 f"(e.g. {batch_size - batch_size % world or world})")
+            hint=f"use a multiple of {world}, e.g. --set train.batch_size="
+                 f"{batch_size - batch_size % world or world}")
     return batch_size // world
+
+
+def check_launch(nproc: int, device: str, batch_size: int | None) -> None:
+    """Refuse a launch before spawning anything: uneven batch, too few GPUs, a fixed GPU."""
+    if batch_size is not None:
+        local_batch(batch_size, nproc)
+    _rank_device(device, nproc - 1)
 
 
 def shard(group: Group) -> tuple[int, int]:
@@ -154,6 +162,18 @@ def any_true(group: Group, flag: bool | torch.Tensor, device: torch.device) -> b
     t = torch.as_tensor(flag, dtype=torch.float32, device=device).reshape(1).clone()
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+#: ranks agree on a pending Ctrl-C every this many steps (one collective per check)
+STOP_CHECK_EVERY = 10
+
+
+def stop_agreed(group: Group, requested: bool, step: int, device: torch.device) -> bool:
+    """Whether all ranks stop before ``step``: at once in one process; with several, at
+    the next multiple of :data:`STOP_CHECK_EVERY` after any rank saw a Ctrl-C."""
+    if not group.enabled:
+        return requested
+    return step % STOP_CHECK_EVERY == 0 and any_true(group, requested, device)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

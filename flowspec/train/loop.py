@@ -93,13 +93,19 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, info: dict) -> No
 
 
 class _GracefulStop:
-    """First Ctrl-C: finish the step, checkpoint, stop. Second: stop at once."""
+    """First Ctrl-C: finish the step, checkpoint, stop. Second: stop at once.
 
-    def __init__(self) -> None:
+    A distributed worker treats SIGTERM the same way: torchrun answers a Ctrl-C by
+    sending its workers SIGTERM (SIGKILL 30 s later), which leaves them time to agree
+    on a step and let rank 0 checkpoint.
+    """
+
+    def __init__(self, also_sigterm: bool = False) -> None:
         self.requested = False
-        self._old = None
+        self._old: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            sigs = [signal.SIGINT] + ([signal.SIGTERM] if also_sigterm else [])
+            self._old = {sig: signal.signal(sig, self._handle) for sig in sigs}
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
@@ -107,8 +113,8 @@ class _GracefulStop:
         self.requested = True
 
     def restore(self) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 class Trainer:
@@ -356,10 +362,10 @@ class Trainer:
                                   "written")
         bad, t0, seen = 0, time.perf_counter(), 0
         step = self.start_step
-        stop = _GracefulStop()
+        stop = _GracefulStop(also_sigterm=self.group.enabled)
         try:
             while step < self.total:
-                if distributed.any_true(self.group, stop.requested, self.device):
+                if distributed.stop_agreed(self.group, stop.requested, step, self.device):
                     self.save(step, self.last_metrics, False)
                     raise KeyboardInterrupt
                 result = self.train_step(step)
@@ -421,6 +427,8 @@ def train(spec: Any, *, nproc: int = 1, make_reporter: Callable[[], Reporter] | 
     if distributed.launched_world() > 1:
         raise FlowspecError(f"--nproc {nproc} inside a torchrun worker (WORLD_SIZE is set)",
                             hint="let torchrun start the processes, or use --nproc alone")
+    distributed.check_launch(nproc, kwargs.get("device", "auto"),
+                             spec.train["batch_size"] if spec is not None else None)
     run_dir, step, metrics = distributed.launch(nproc, _train_worker, spec, kwargs,
                                                 make_reporter)
     import flowspec
