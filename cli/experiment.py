@@ -73,10 +73,17 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
             None, "--sweep", metavar="PATH=V1,V2",
             help="Train once per value: --sweep vars.K=2,8,32 (repeatable: every "
                  "combination), then compare."),
+        nproc: int = typer.Option(1, "--nproc", min=1, help="Data-parallel processes on this "
+                                  "machine (one GPU each on CUDA); train.batch_size is global."),
+        compile_: bool = typer.Option(False, "--compile", help="torch.compile the training "
+                                      "step (sets train.compile)."),
         data: Path = typer.Option(None, "--data", help="Train on this .csv/.npy/.npz/"
                                   ".safetensors file instead of the spec's dataset."),
     ) -> None:
-        """Train a spec by maximum likelihood or reverse KL; checkpoints into a run directory."""
+        """Train a spec by maximum likelihood or reverse KL; checkpoints into a run directory.
+
+        Several processes: --nproc N here, or torchrun --nproc-per-node N (--nnodes for
+        several machines) running `flowspec train`."""
         from flowspec.errors import FlowspecError
 
         if resume is not None:
@@ -85,14 +92,19 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
             if not resume.exists() and (out / resume).is_dir():
                 resume = out / resume
             _train_resume(spec, resume, set_ or [], device, data_dir, seed, quick, sweep,
-                          print_spec)
+                          print_spec, nproc, compile_ or None)
             return
         if spec is None:
             raise FlowspecError("give a spec to train, or --resume RUN_DIR")
+        set_ = [*(set_ or []), *(["train.compile=true"] if compile_ else [])]
         if sweep:
             if print_spec:
                 raise FlowspecError("--print-spec prints one spec; drop --sweep")
-            _sweep(spec, sweep, set_ or [], quick, out, device, data_dir, seed, data)
+            if nproc > 1:
+                raise FlowspecError("--sweep runs its trainings in one process; drop --nproc",
+                                    hint="or launch each value with --nproc and --set")
+            _sweep(spec, sweep, set_ or [], quick, out, device, data_dir, seed, data,
+                   compile_ or None)
             return
         s = _load_train_spec(spec, set_ or [], quick, data)
         if print_spec:
@@ -101,7 +113,10 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         from flowspec.train.loop import train as run
 
         result = run(s, out_root=out, device=device, data_dir=data_dir, seed=seed,
-                     overrides=set_, reporter=_reporter())
+                     overrides=set_, nproc=nproc, make_reporter=_reporter,
+                     compile=compile_ or None)
+        if result.rank != 0:  # under torchrun, rank 0 speaks for the run
+            return
         _done(result)
 
     @app.command("eval")
@@ -354,7 +369,8 @@ def _done(result) -> None:
                       markup=False)
 
 
-def _train_resume(spec, resume, sets, device, data_dir, seed, quick, sweep, print_spec) -> None:
+def _train_resume(spec, resume, sets, device, data_dir, seed, quick, sweep, print_spec,
+                  nproc: int = 1, compile_: bool | None = None) -> None:
     from flowspec.errors import FlowspecError
     from flowspec.runs import resolve_resume
 
@@ -378,13 +394,14 @@ def _train_resume(spec, resume, sets, device, data_dir, seed, quick, sweep, prin
         s, _ = apply_resume_overrides(ckpt["spec"], sets, run_dir)
         print(s.to_yaml(), end="")
         return
-    from flowspec.train.loop import Trainer
+    from flowspec.train.loop import train
 
-    trainer = Trainer(None, resume=run_dir, device=device, data_dir=data_dir, overrides=sets,
-                      reporter=_reporter())
     if sets:
         note(f"resume overrides: {' '.join(sets)} (recorded in {run_dir / 'resumes.jsonl'})")
-    _done(trainer.run())
+    result = train(None, resume=run_dir, device=device, data_dir=data_dir, overrides=sets,
+                   nproc=nproc, make_reporter=_reporter, compile=compile_)
+    if result.rank == 0:
+        _done(result)
 
 
 def _sweep_values(items: list[str]) -> list[tuple[str, list[str]]]:
@@ -412,7 +429,8 @@ def _load_train_spec(spec, sets, quick, data):
     return load_spec(spec, sets, quick=quick)
 
 
-def _sweep(spec, sweep, sets, quick, out, device, data_dir, seed, data=None) -> None:
+def _sweep(spec, sweep, sets, quick, out, device, data_dir, seed, data=None,
+           compile_: bool | None = None) -> None:
     """Sequential runs over every combination of the swept values, then a comparison."""
     import itertools
 
@@ -436,7 +454,8 @@ def _sweep(spec, sweep, sets, quick, out, device, data_dir, seed, data=None) -> 
         console.print(f"[bold]sweep {i}/{len(combos)}[/]: {label}", highlight=False)
         t0 = time.time()
         trainer = Trainer(s, out_root=out, device=device, data_dir=data_dir, seed=seed,
-                          overrides=sets + [f"{p}={v}" for p, v in combo], reporter=_reporter())
+                          overrides=sets + [f"{p}={v}" for p, v in combo], reporter=_reporter(),
+                          compile=compile_)
         status, run_dir = "finished", trainer.run_dir
         try:
             trainer.run()

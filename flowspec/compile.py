@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from flowspec.autocast import run_fp32, upcast
 from flowspec.construct import Construction
 from flowspec.errors import FlowspecError
 from flowspec.graph import GraphIR, analyse
@@ -144,7 +145,8 @@ class Flow(nn.Module):
 
     def _forward_walk(self, x: torch.Tensor, context: torch.Tensor | None, trace: TraceFn | None):
         vals: dict[str, Any] = {self.graph.input_port: x}
-        logdet = x.new_zeros(x.shape[0])
+        # Log-dets accumulate in at least float32, also when autocast makes nodes emit bf16.
+        logdet = upcast(x.new_zeros(x.shape[0]))
         trace = trace or self.watch
         for nid, node, ins, outs in self._fwd:
             inp = vals[ins[0]] if len(ins) == 1 else tuple(vals[p] for p in ins)
@@ -183,7 +185,7 @@ class Flow(nn.Module):
             nid, node, ins, outs = item
             y = vals[outs[0]] if len(outs) == 1 else tuple(vals[p] for p in outs)
             x, ld = self._run(node.inverse, y, context)
-            logdet = ld if logdet is None else logdet + ld
+            logdet = upcast(ld) if logdet is None else logdet + ld
             if len(ins) == 1:
                 vals[ins[0]] = x
             else:
@@ -208,7 +210,8 @@ class Flow(nn.Module):
     def _latent_log_prob(self, vals: dict[str, Any], context: torch.Tensor | None) -> torch.Tensor:
         total = None
         for _, prior, port, cond in self._lat:
-            lp = prior.log_prob(vals[port], context, vals[cond] if cond else None)
+            # A prior's log-density sums over every dimension: never in bf16/fp16.
+            lp = run_fp32(prior.log_prob, vals[port], context, vals[cond] if cond else None)
             total = lp if total is None else total + lp
         return total  # type: ignore[return-value]
 

@@ -86,7 +86,14 @@ TRAIN_SCHEMA = params_schema(
                      "description": "for reverse_kl (no dataset): steps counted as one epoch"},
     checkpoint_grads={"type": "boolean", "default": False,
                       "description": "recompute activations in backward to save memory"},
-    amp={"type": "boolean", "default": False, "description": "bfloat16 autocast on CUDA"},
+    precision={"enum": ["fp32", "bf16", "fp16"], "default": "fp32",
+               "description": "fp32, or autocast: bf16 (CPU and CUDA) | fp16 (CUDA, with a "
+               "gradient scaler); log-dets, splines and priors stay fp32"},
+    compile={"type": "boolean", "default": False,
+             "description": "torch.compile the training step (eager, with a message, where "
+             "the platform cannot compile)"},
+    amp={"type": ["boolean", "null"], "default": None,
+         "description": "deprecated: use precision (amp: true is read as precision: bf16)"},
     seed={"type": "integer", "default": 0},
 )
 

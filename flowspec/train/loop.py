@@ -46,9 +46,11 @@ from flowspec.runs import (
     read_status,
     write_status,
 )
+from flowspec.train import distributed
 from flowspec.train.objectives import build_objective
 from flowspec.train.optim import EMA, build_optimizer, build_scheduler
-from flowspec.train.report import PlainReporter, Reporter
+from flowspec.train.precision import Precision, resolve_precision
+from flowspec.train.report import PlainReporter, Reporter, SilentReporter
 from flowspec.train.resume import (
     STATE_FILE,
     best_so_far,
@@ -72,6 +74,8 @@ class TrainResult:
     flow: Any = None
     #: why the run stopped before its last step (early stopping), else None
     stop_reason: str | None = None
+    #: this process's rank (0 in a single process; only rank 0 writes and reports)
+    rank: int = 0
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -87,8 +91,9 @@ def _scalar(v: Any) -> float:
     return float(v.detach()) if torch.is_tensor(v) else float(v)
 
 
-def step_seed(seed: int, step: int) -> int:
-    return (seed * 1_000_003 + step * 7919) % (2**63 - 1)
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The global RNG's seed for one step; each rank of a distributed run has its own."""
+    return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**63 - 1)
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -120,13 +125,19 @@ class TrainingDiverged(FlowspecError):
 
 
 class _GracefulStop:
-    """First Ctrl-C: finish the step, checkpoint, stop. Second: stop at once."""
+    """First Ctrl-C: finish the step, checkpoint, stop. Second: stop at once.
 
-    def __init__(self) -> None:
+    A distributed worker treats SIGTERM the same way: torchrun answers a Ctrl-C by
+    sending its workers SIGTERM (SIGKILL 30 s later), which leaves them time to agree
+    on a step and let rank 0 checkpoint.
+    """
+
+    def __init__(self, also_sigterm: bool = False) -> None:
         self.requested = False
-        self._old = None
+        self._old: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            sigs = [signal.SIGINT] + ([signal.SIGTERM] if also_sigterm else [])
+            self._old = {sig: signal.signal(sig, self._handle) for sig in sigs}
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
@@ -134,8 +145,8 @@ class _GracefulStop:
         self.requested = True
 
     def restore(self) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 class Trainer:
@@ -143,7 +154,9 @@ class Trainer:
 
     ``resume`` is a run directory holding ``last.safetensors`` and its state
     file; training continues in that directory. ``on_step(step)`` is called
-    after every optimiser step (tests use it to interrupt a run).
+    after every optimiser step (tests use it to interrupt a run). ``compile``
+    overrides ``train.compile``. Started by torchrun (or ``train(nproc=N)``), each
+    process is one data-parallel rank (:mod:`flowspec.train.distributed`).
     """
 
     def __init__(
@@ -158,10 +171,13 @@ class Trainer:
         overrides: Any = None,
         reporter: Reporter | None = None,
         on_step: Callable[[int], None] | None = None,
+        compile: bool | None = None,
     ):
-        self.reporter = reporter or PlainReporter()
+        self.group, rank_device = distributed.setup(device)
+        self.reporter = (reporter or PlainReporter()) if self.group.is_main else SilentReporter()
+        self.compile = compile  # None: the spec's train.compile (a resumed run may add it)
         self.on_step = on_step
-        self.device = resolve_device(device)
+        self.device = rank_device or resolve_device(device)
         self.start_step, self.best = 0, math.inf
         resumed = (self._read_resume(Path(resume), overrides) if resume is not None
                    else None)
@@ -175,7 +191,11 @@ class Trainer:
 
         torch.manual_seed(self.seed)
         self.flow = build_flow(spec).to(self.device)
-        self.objective = build_objective(spec, self.flow, data_dir, self.device)
+        self.objective = build_objective(spec, self.flow, data_dir, self.device,
+                                         shard=distributed.shard(self.group))
+        self.precision = Precision(resolve_precision(self.cfg, self.reporter.message),
+                                   self.device)
+        self.train_view = self._train_view()
         self.steps_per_epoch = self.objective.steps_per_epoch
         self.total = self.cfg["steps"] or self.cfg["epochs"] * self.steps_per_epoch
         self.opt = build_optimizer(self.flow.parameters(), self.cfg)
@@ -195,6 +215,15 @@ class Trainer:
             self._setup_fresh(out_root, overrides)
 
     # -- set-up ----------------------------------------------------------------------
+    def _train_view(self) -> distributed.TrainView:
+        """The flow as the loss calls it: through DDP (several ranks) and torch.compile."""
+        entry: Any = distributed.wrap(self.flow, self.group, self.device)
+        if self.cfg.get("compile") if self.compile is None else self.compile:
+            from flowspec.train.torch_compile import CompiledOrEager
+
+            entry = CompiledOrEager(entry, self.reporter.message)
+        return distributed.TrainView(self.flow, entry)
+
     @staticmethod
     def _read_resume(run_dir: Path, overrides: Any = None) -> dict[str, Any]:
         """One consistent snapshot from the run's state file (see flowspec.train.resume),
@@ -215,17 +244,22 @@ class Trainer:
         if prepare is not None:  # fit data statistics (standardize), pin data files
             self.spec, info["data"] = prepare(self.flow, self.spec, self.reporter.message)
             self.flow.spec, self.spec_yaml = self.spec, self.spec.to_yaml()
-        self.run_dir = make_run_dir(out_root, self.spec.name, self.spec_yaml)
-        self.run_id = new_run_id()
         self._saved_step: int | None = None
-        write_run_files(self.run_dir, self.spec_yaml, overrides, {**info, "run_id": self.run_id})
+        run_dir = run_id = None
+        if self.group.is_main:  # rank 0 names the run; every rank uses that name
+            run_dir = make_run_dir(out_root, self.spec.name, self.spec_yaml)
+            run_id = new_run_id()
+            write_run_files(run_dir, self.spec_yaml, overrides,
+                            {**info, "run_id": run_id, "processes": self.group.world})
+        self.run_dir, self.run_id = distributed.broadcast_object(self.group, (run_dir, run_id))
 
     def _setup_resume(self, run_dir: Path, resumed: dict[str, Any]) -> None:
         ckpt, info = resumed["ckpt"], resumed["info"]
         where = str(run_dir / STATE_FILE)
         self.run_dir = run_dir
         self.run_id = info.get("run_id") or new_run_id()
-        clean_stale_temps(run_dir)
+        if self.group.is_main:  # rank 0 alone writes in the run directory
+            clean_stale_temps(run_dir)
         load_weights(self.flow, ckpt["state"], where)
         if self.ema is not None and ckpt["ema"] is not None:
             check_weights(self.flow, ckpt["ema"], where + " (EMA weights)")
@@ -235,6 +269,7 @@ class Trainer:
                             {k: v.to(self.device) for k, v in resumed["state"].items()},
                             info["optimizer"])
             self.sched.load_state_dict(info["scheduler"])
+            self.precision.load_state_dict(info.get("grad_scaler"))
         except (KeyError, ValueError, RuntimeError, TypeError) as err:
             raise CheckpointError(f"{where}: the optimizer state does not fit this model "
                                   f"({err})", hint="the file was altered or mixed with "
@@ -243,7 +278,8 @@ class Trainer:
         self._saved_step = self.start_step
         self.best = best_so_far(run_dir, info["best"], self.start_step,
                                 self.objective.key_metric)
-        dropped = truncate_metrics(run_dir / "metrics.jsonl", self.start_step)
+        dropped = (truncate_metrics(run_dir / "metrics.jsonl", self.start_step)
+                   if self.group.is_main else 0)
         if dropped:
             self.reporter.message(f"metrics.jsonl: {dropped} row(s) past step "
                                   f"{self.start_step} dropped (they are replayed)")
@@ -286,7 +322,9 @@ class Trainer:
 
     # -- status (flowspec runs) ----------------------------------------------------------
     def write_status(self, status: str, step: int, **extra: Any) -> None:
-        """Record the run's state in ``status.json`` (see :mod:`flowspec.runs`)."""
+        """Record the run's state in ``status.json`` (see :mod:`flowspec.runs`); rank 0 only."""
+        if not self.group.is_main:
+            return
         now = time.time()
         best = None
         if math.isfinite(self.best):
@@ -305,7 +343,8 @@ class Trainer:
         """``best`` (when ``is_best``), ``last``, then the resume state -- last, as the commit
         point: it alone holds everything a resume needs (weights, EMA, optimizer, counters,
         spec), so a kill at any moment leaves a consistent snapshot. Non-finite weights are
-        never written over a good checkpoint."""
+        never written over a good checkpoint. Rank 0 writes; every rank checks (the
+        replicas are equal, so they stop together)."""
         weights = self.flow.state_dict()
         bad = nonfinite_tensors(weights)
         if bad:
@@ -313,6 +352,8 @@ class Trainer:
                 f"training diverged: at step {step} {len(bad)} weight tensor(s) are NaN or "
                 f"infinite ({', '.join(bad[:3])}); the previous checkpoint is kept",
                 hint=lr_hint(self.cfg, self.run_dir, self._saved_step))
+        if not self.group.is_main:
+            return
         info = {"step": step, "epoch": step / self.steps_per_epoch, "metrics": metrics,
                 "seed": self.seed, "run_id": self.run_id,
                 "spec_sha256": spec_digest(self.spec_yaml)}
@@ -326,7 +367,8 @@ class Trainer:
         opt_tensors, opt_info = _optimizer_tensors(self.opt)
         save_state(self.run_dir / STATE_FILE, state_tensors(weights, ema_state, opt_tensors),
                    {**info, "best": self.best, "optimizer": opt_info,
-                    "scheduler": self.sched.state_dict(), "spec": self.spec_yaml})
+                    "scheduler": self.sched.state_dict(), "spec": self.spec_yaml,
+                    "grad_scaler": self.precision.state_dict()})
         self._saved_step = step
 
     # -- evaluation and pictures -----------------------------------------------------
@@ -340,9 +382,17 @@ class Trainer:
                 self.flow.load_state_dict(raw)
 
     def evaluate(self, split: str) -> dict:
-        return self._with_ema(lambda: self.objective.evaluate(self.flow, split))
+        """Metrics on ``split`` (sharded over the ranks; every rank gets rank 0's dict)."""
+        def _eval() -> dict:
+            distributed.sync_buffers(self.group, self.flow)
+            return self.objective.evaluate(self.flow, split)
+
+        return distributed.broadcast_object(self.group, self._with_ema(_eval))
 
     def draw(self, epoch: int) -> None:
+        if not self.group.is_main:
+            return
+
         def _draw() -> None:
             from flowspec.viz.notes import collect_warnings
 
@@ -368,17 +418,15 @@ class Trainer:
         """One optimiser step; ``(loss, stats, grad_norm)``, or None if the loss was
         non-finite and the step was skipped."""
         self.flow.train()
-        torch.manual_seed(step_seed(self.seed, step))
-        amp = self.cfg["amp"] and self.device.type == "cuda"
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            loss, stats = self.objective.loss(self.flow, step, self.seed)
-        if not torch.isfinite(loss):
+        torch.manual_seed(step_seed(self.seed, step, self.group.rank))
+        with self.precision.autocast():
+            loss, stats = self.objective.loss(self.train_view, step, self.seed)
+        # Every rank skips together (a rank alone in backward would wait forever).
+        if distributed.any_true(self.group, ~torch.isfinite(loss), self.device):
             return None
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = self.cfg["grad_clip"]
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip) if clip else None
-        self.opt.step()
+        self.precision.backward(loss)
+        grad_norm = self.precision.step(self.opt, self.params, self.cfg["grad_clip"])
         return loss, stats, grad_norm
 
     def on_bad_step(self, step: int, bad: int) -> None:
@@ -399,11 +447,10 @@ class Trainer:
         """Recompute the loss of ``step`` once with per-node finiteness checks (no gradients;
         RNG re-seeded as in :meth:`train_step`, buffers restored)."""
         self.flow.train()
-        torch.manual_seed(step_seed(self.seed, step))
-        amp = self.cfg["amp"] and self.device.type == "cuda"
+        torch.manual_seed(step_seed(self.seed, step, self.group.rank))
 
         def compute():
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            with self.precision.autocast():
                 return self.objective.loss(self.flow, step, self.seed)
 
         return find_nonfinite(self.flow, compute)
@@ -430,6 +477,8 @@ class Trainer:
 
     def write_metrics(self, split: str, row: dict) -> None:
         """One row to every metric sink (metrics.jsonl, and csv / tensorboard if asked)."""
+        if not self.group.is_main:  # rank 0 alone writes metrics
+            return
         try:
             for sink in self.sinks:
                 sink.write(split, row)
@@ -494,13 +543,15 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> TrainResult:
         cfg, spe = self.cfg, self.steps_per_epoch
-        try:
-            self.sinks = open_sinks(self.run_dir, cfg["log"])
-        except OSError as err:
-            from flowspec.oserrors import write_error
+        self.sinks = []
+        if self.group.is_main:  # rank 0 alone writes in the run directory
+            try:
+                self.sinks = open_sinks(self.run_dir, cfg["log"])
+            except OSError as err:
+                from flowspec.oserrors import write_error
 
-            raise write_error(self.run_dir / "metrics.jsonl", err) from None
-        previous = read_status(self.run_dir)
+                raise write_error(self.run_dir / "metrics.jsonl", err) from None
+        previous = read_status(self.run_dir) if self.group.is_main else {}
         self._elapsed_before = float(previous.get("elapsed_s") or 0.0)
         self._session_start = time.time()
         self.write_status(RUNNING, self.start_step, started=previous.get("started",
@@ -517,10 +568,10 @@ class Trainer:
             self.reporter.warning(warning)
         bad, t0, seen = 0, time.perf_counter(), 0
         step = self.start_step
-        stop = _GracefulStop()
+        stop = _GracefulStop(also_sigterm=self.group.enabled)
         try:
             while step < self.total and self.stop_reason is None:
-                if stop.requested:
+                if distributed.stop_agreed(self.group, stop.requested, step, self.device):
                     self.save(step, self.last_metrics, False)
                     raise KeyboardInterrupt
                 result = self.train_step(step)
@@ -536,13 +587,15 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.update(step)
                 step += 1
-                seen += self.objective.batch_size
+                seen += self.objective.local_batch
                 self.reporter.step(step)
                 if self.on_step is not None:
                     self.on_step(step)
                 if step % cfg["log_every"] == 0 or step == self.total:
                     now = time.perf_counter()
-                    self.log_row(step, loss, stats, grad_norm, seen / max(now - t0, 1e-9))
+                    loss, stats, rate = distributed.reduce_log(
+                        self.group, loss, stats, seen / max(now - t0, 1e-9), self.device)
+                    self.log_row(step, loss, stats, grad_norm, rate)
                     t0, seen = now, 0
                 if step % spe == 0 or step == self.total:
                     self.end_of_epoch(step)
@@ -564,13 +617,15 @@ class Trainer:
             for sink in self.sinks:
                 sink.close()
             self.reporter.close()
+            distributed.teardown(self.group)
         if self.stop_reason is not None:
             self.reporter.message(self.stop_reason)
         self._final_status(FINISHED, self.stop_reason, step)
         if self.ema is not None:
             self.ema.swap_in()
         return TrainResult(run_dir=self.run_dir, step=step, metrics=self.last_metrics,
-                           flow=self.flow.eval(), stop_reason=self.stop_reason)
+                           flow=self.flow.eval(), stop_reason=self.stop_reason,
+                           rank=self.group.rank)
 
     def _final_status(self, status: str, message: str | None, step: int | None = None) -> None:
         """The run's closing status, at ``step`` or else at its last checkpoint's step."""
@@ -581,7 +636,36 @@ class Trainer:
             pass
 
 
-def train(spec: Any, **kwargs: Any) -> TrainResult:
+def train(spec: Any, *, nproc: int = 1, make_reporter: Callable[[], Reporter] | None = None,
+          **kwargs: Any) -> TrainResult:
     """Train the flow of ``spec`` (a loaded :class:`~flowspec.spec.Spec`); see :class:`Trainer`
-    for the keyword arguments."""
-    return Trainer(spec, **kwargs).run()
+    for the keyword arguments.
+
+    ``nproc > 1`` spawns that many local data-parallel workers (one GPU each on CUDA,
+    gloo on CPU; see :mod:`flowspec.train.distributed`); ``make_reporter`` (a picklable
+    callable) then builds rank 0's reporter inside its worker. The returned flow is
+    loaded from the run's last checkpoint.
+    """
+    if nproc <= 1:
+        if make_reporter is not None and kwargs.get("reporter") is None:
+            kwargs["reporter"] = make_reporter()
+        return Trainer(spec, **kwargs).run()
+    if distributed.launched_world() > 1:
+        raise FlowspecError(f"--nproc {nproc} inside a torchrun worker (WORLD_SIZE is set)",
+                            hint="let torchrun start the processes, or use --nproc alone")
+    distributed.check_launch(nproc, kwargs.get("device", "auto"),
+                             spec.train["batch_size"] if spec is not None else None)
+    run_dir, step, metrics = distributed.launch(nproc, _train_worker, spec, kwargs,
+                                                make_reporter)
+    import flowspec
+
+    return TrainResult(run_dir=Path(run_dir), step=step, metrics=metrics,
+                       flow=flowspec.load(Path(run_dir) / "last.safetensors"))
+
+
+def _train_worker(spec: Any, kwargs: dict, make_reporter: Callable[[], Reporter] | None):
+    """One ``--nproc`` worker: a Trainer like any torchrun-started one; rank 0's summary."""
+    if make_reporter is not None and kwargs.get("reporter") is None:
+        kwargs = {**kwargs, "reporter": make_reporter()}
+    result = Trainer(spec, **kwargs).run()
+    return str(result.run_dir), result.step, result.metrics

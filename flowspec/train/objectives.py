@@ -14,6 +14,7 @@ import torch
 
 from flowspec.compile import Flow
 from flowspec.errors import DataError
+from flowspec.train.distributed import local_batch
 from flowspec.train.evaluate import batch_context, check_context, evaluate_nll
 
 
@@ -25,13 +26,17 @@ class MaximumLikelihood:
     #: what ``loss`` is measured in: -log p(x) divided by the number of dimensions
     loss_unit = "nats/dim"
 
-    def __init__(self, spec: Any, flow: Flow, data_dir: Any, device: torch.device):
+    def __init__(self, spec: Any, flow: Flow, data_dir: Any, device: torch.device,
+                 shard: tuple[int, int] = (0, 1)):
         from flowspec.data import open_spec_dataset
 
         cfg = spec.train
         self.source, self.prep = open_spec_dataset(spec, data_dir)
         self.device = device
+        #: the global batch (train.batch_size) and this rank's slice of it
         self.batch_size = cfg["batch_size"]
+        self.rank, self.world = shard
+        self.local_batch = local_batch(self.batch_size, self.world)
         self.eval_batches = cfg["eval_batches"]
         self.train_split = self.source.load("train")
         self._splits: dict[str, Any] = {}
@@ -78,7 +83,8 @@ class MaximumLikelihood:
             gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
             self._perm = torch.randperm(self.train_split.x.shape[0], generator=gen)
             self._perm_epoch = epoch
-        return self._perm[i * self.batch_size:(i + 1) * self.batch_size]  # type: ignore[index]
+        start = i * self.batch_size + self.rank * self.local_batch  # this rank's slice
+        return self._perm[start:start + self.local_batch]  # type: ignore[index]
 
     def loss(self, flow: Flow, step: int, seed: int) -> tuple[torch.Tensor, dict[str, float]]:
         split = self.train_split
@@ -141,7 +147,7 @@ class MaximumLikelihood:
         return evaluate_nll(flow, self.split(split), self.prep,
                             batch_size=max(self.batch_size, 256),
                             device=self.device, max_batches=max_batches or self.eval_batches,
-                            entropy=self.source.entropy)
+                            entropy=self.source.entropy, shard=(self.rank, self.world))
 
     def draw(self, flow: Flow, path: Path, n: int, temperature: float) -> Path:
         return draw_samples(flow, self.source, self.prep, path, n, temperature,
@@ -157,7 +163,8 @@ class ReverseKL:
     #: ``loss`` is E_q[log q + β U] per sample (not per dim)
     loss_unit = "nats"
 
-    def __init__(self, spec: Any, flow: Flow, data_dir: Any, device: torch.device):
+    def __init__(self, spec: Any, flow: Flow, data_dir: Any, device: torch.device,
+                 shard: tuple[int, int] = (0, 1)):
         from flowspec.energies import build_energy
 
         cfg = spec.train
@@ -168,6 +175,7 @@ class ReverseKL:
                             hint="e.g. target: U1")
         self.energy = build_energy(cfg["target"])
         self.batch_size = cfg["batch_size"]
+        self.local_batch = local_batch(self.batch_size, shard[1])  # samples per rank
         self.steps_per_epoch = cfg["steps_per_epoch"] or 1000
         self.device = device
         total = cfg["steps"] or cfg["epochs"] * self.steps_per_epoch
@@ -182,7 +190,7 @@ class ReverseKL:
         from flowspec.train.reverse_kl import reverse_kl_loss
 
         beta = self.beta(step)
-        loss, stats = reverse_kl_loss(flow, self.energy, self.batch_size, beta)
+        loss, stats = reverse_kl_loss(flow, self.energy, self.local_batch, beta)
         return loss, {**stats, "beta": beta}
 
     def evaluate(self, flow: Flow, split: str = "test", max_batches: int | None = None) -> dict:
@@ -225,9 +233,12 @@ def anneal_plan(anneal: dict | None, total: int) -> tuple[float, int, list[str]]
     return beta0, steps, warnings
 
 
-def build_objective(spec: Any, flow: Flow, data_dir: Any, device: torch.device):
+def build_objective(spec: Any, flow: Flow, data_dir: Any, device: torch.device,
+                    shard: tuple[int, int] = (0, 1)):
+    """The spec's objective; ``shard = (rank, world)`` for a data-parallel rank."""
     kind = spec.train["objective"]
-    return (ReverseKL if kind == "reverse_kl" else MaximumLikelihood)(spec, flow, data_dir, device)
+    cls = ReverseKL if kind == "reverse_kl" else MaximumLikelihood
+    return cls(spec, flow, data_dir, device, shard)
 
 
 @torch.no_grad()
