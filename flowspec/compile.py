@@ -20,6 +20,7 @@ from flowspec.bijectors import NODES
 from flowspec.distributions import PRIORS
 from flowspec.errors import FlowspecError
 from flowspec.graph import GraphIR, analyse
+from flowspec.nets import build_net
 
 Latents = torch.Tensor | tuple[torch.Tensor, ...]
 #: called as trace(node_id, output) after every node of a walk.
@@ -43,8 +44,15 @@ class Flow(nn.Module):
         analysis = analyse(graph)
         self.graph = graph
         self.input_shape: tuple[int, ...] = tuple(graph.input_shape)
-        self.context_shape = graph.context.tensor_shape if graph.context else None
-        self.num_classes = graph.context.num_classes if graph.context else None
+        ctx_ir = graph.context
+        #: the context as passed in (labels: one-hot width); nodes see node_context_shape
+        self.context_shape = ctx_ir.tensor_shape if ctx_ir else None
+        self.node_context_shape = ctx_ir.node_shape if ctx_ir else None
+        self.num_classes = ctx_ir.num_classes if ctx_ir else None
+        #: model.context_net: embeds the context once, before any node or prior reads it
+        self.context_net: nn.Module | None = None
+        if ctx_ir is not None and ctx_ir.net is not None:
+            self.context_net = build_net(ctx_ir.net, self.context_shape, self.node_context_shape)
         self.checkpoint_grads = False
         #: the resolved spec this flow was built from (set by flowspec.load / training).
         self.spec: Any = None
@@ -54,14 +62,14 @@ class Flow(nn.Module):
         for nid in analysis.forward_order:
             n = by_id[nid]
             self.nodes[_module_key(nid)] = NODES.build(
-                {n.type: n.params}, analysis.node_in_shapes[nid], context_shape=self.context_shape
-            )
+                {n.type: n.params}, analysis.node_in_shapes[nid],
+                context_shape=self.node_context_shape)
         self.priors = nn.ModuleDict()
         for lat in graph.latents:
             self.priors[_module_key(lat.id)] = PRIORS.build(
                 {lat.prior: lat.params},
                 analysis.shapes[lat.input],
-                context_shape=self.context_shape,
+                context_shape=self.node_context_shape,
                 cond_shape=analysis.shapes[lat.cond] if lat.cond else None,
             )
         self.latent_names = [lat.id for lat in graph.latents]
@@ -85,7 +93,14 @@ class Flow(nn.Module):
 
     # -- context -------------------------------------------------------------------
     def prepare_context(self, context: Any, batch: int) -> torch.Tensor | None:
-        """Class labels -> one-hot floats; a single label or vector is broadcast to the batch."""
+        """Class labels -> one-hot floats; a single label or vector is broadcast to the batch;
+        then the context net, if any, embeds it (once per call, for all nodes and priors)."""
+        ctx = self._context_tensor(context, batch)
+        if ctx is not None and self.context_net is not None:
+            return self.context_net(ctx)
+        return ctx
+
+    def _context_tensor(self, context: Any, batch: int) -> torch.Tensor | None:
         if self.context_shape is None:
             if context is not None:
                 raise FlowspecError("this flow takes no context, but one was given",
