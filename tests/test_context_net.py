@@ -28,7 +28,7 @@ model:
         - maf: {hidden: [16], parity: "${i}"}
         - rq_spline_autoregressive: {hidden: [16], bins: 4, parity: "${i}"}
 """
-#: as a dict: flowspec.load(yaml.safe_load(text)) would first ask the OS whether the text is a run dir
+#: a dict: flowspec.load(text) would first stat the (long) text as a path
 SPEC_DICT = yaml.safe_load(SPEC)
 
 

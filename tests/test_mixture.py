@@ -87,7 +87,7 @@ def test_a_flow_with_a_mixture_prior_fits_a_mixture():
     flow = flowspec.load({"model": {"input": [2], "flow": [{"maf": {"hidden": [16]}}],
                                     "prior": {"gaussian_mixture": {"components": 3}}}}).train()
     opt = torch.optim.Adam(flow.parameters(), lr=3e-2)
-    for step in range(200):
+    for _ in range(200):
         batch = x[torch.randint(0, 3000, (128,))]
         loss = -flow.log_prob(batch).mean()
         opt.zero_grad()

@@ -237,8 +237,9 @@ class RQSplineAutoregressive(Autoregressive):
 
     def elementwise(self, u, theta, inverse):
         k = self.bins
-        return rq_spline(u, theta[..., :k], theta[..., k:2 * k], theta[..., 2 * k:],
-                         self.bound, inverse)
+        # split, not three slices: its backward is one cat, not three zero-filled copies
+        widths, heights, derivatives = theta.split([k, k, k - 1], -1)
+        return rq_spline(u, widths, heights, derivatives, self.bound, inverse)
 
     def forward(self, x, context=None):
         return self._fast(x, self._ctx(context))
