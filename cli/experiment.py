@@ -52,8 +52,8 @@ class RichReporter(Reporter):
         stats = format_metrics({k: metrics[k] for k in keys if k in metrics})
         self.progress.update(self.task, completed=step, stats=stats)
 
-    def epoch(self, epoch, metrics):
-        self.progress.console.print(f"epoch {epoch} test: {format_metrics(metrics)}")
+    def epoch(self, epoch, metrics, split="test"):
+        self.progress.console.print(f"epoch {epoch} {split}: {format_metrics(metrics)}")
 
     def message(self, text):
         self.progress.console.print(text)

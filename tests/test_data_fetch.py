@@ -73,7 +73,7 @@ def test_fetch_downloads_verifies_and_loads(server, tmp_path, monkeypatch):
     for name, blob in files.items():
         assert (out / name).read_bytes() == blob
     assert not list(out.glob(".*part"))  # no temporaries left
-    d = open_dataset({"dataset": "mnist"}, data_dir)[0].load("train")
+    d = open_dataset({"dataset": "mnist", "val_fraction": 0}, data_dir)[0].load("train")
     assert d.x.shape == (2, 1, 28, 28) and d.y.tolist() == [3, 3]
     # already there and verified: nothing is downloaded again
     n_requests = len(log)

@@ -20,7 +20,7 @@ from flowspec.errors import DataError
 
 
 def mnist(data_dir, **params):
-    return open_dataset({"dataset": {"mnist": params}}, data_dir)[0]
+    return open_dataset({"dataset": {"mnist": params}, "val_fraction": 0}, data_dir)[0]
 
 
 def test_mnist_gz_roundtrip(tmp_path):
@@ -84,7 +84,7 @@ def test_real_mnist_test_split():
 
 
 def cifar(data_dir, **params):
-    return open_dataset({"dataset": {"cifar10": params}}, data_dir)[0]
+    return open_dataset({"dataset": {"cifar10": params}, "val_fraction": 0}, data_dir)[0]
 
 
 def check_cifar(src, data):
@@ -172,7 +172,7 @@ def write_folder(root: Path, with_lists=True, lists_in: Path | None = None) -> l
 
 
 def folder(data_dir, **params):
-    return open_dataset({"dataset": {"image_folder": params}}, data_dir)[0]
+    return open_dataset({"dataset": {"image_folder": params}, "val_fraction": 0}, data_dir)[0]
 
 
 @pytest.mark.parametrize("layout", ["inside", "celeba"])

@@ -15,7 +15,7 @@ TOYS = sorted(GENERATORS) + ["two_gaussians"]
 
 
 def toy(name, **params):
-    source, _ = open_dataset({"dataset": {name: params}})
+    source, _ = open_dataset({"dataset": {name: params}, "val_fraction": 0})
     return source
 
 

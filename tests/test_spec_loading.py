@@ -132,7 +132,8 @@ def test_document_is_resolved_and_reloads_to_the_same_spec(tmp_path):
     assert repeat["body"][0]["_test_shift"] == {"parity": "${i % 2}", "hidden": 8}
     assert doc["train"]["batch_size"] == 128 and doc["train"]["steps"] == 5  # defaults filled
     assert doc["sample"] == {"n": 64, "temperature": 1.0, "seed": 0}
-    assert doc["data"] == {"dataset": None, "preprocess": []}
+    assert doc["data"] == {"dataset": None, "preprocess": [], "val_fraction": 0.1,
+                           "split_seed": 0}
     for again in (load_spec(s.to_yaml()), load_spec(doc)):
         assert again.document == doc
         assert again.train == s.train and again.sample == s.sample and again.data == s.data
@@ -404,7 +405,8 @@ def test_data_section_dispatches_and_fills_defaults(monkeypatch):
     assert s.data == {"dataset": {"toy": {"n": 100}},
                       "preprocess": [{"dequantize": {"kind": "uniform"}},
                                      {"dequantize": {"kind": "none"}},  # scalar shorthand
-                                     {"pad": {"to": [4], "value": 0}}]}
+                                     {"pad": {"to": [4], "value": 0}}],
+                      "val_fraction": 0.1, "split_seed": 0}
     assert s.document["data"] == s.data
     with pytest.raises(SpecError) as err:
         load_spec(text.replace("toy,", "{tyo: {n: 1}},").replace("none", "nope"))

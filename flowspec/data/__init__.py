@@ -24,6 +24,7 @@ for _mod in pkgutil.iter_modules(__path__):
 
 from flowspec.data.folder import load_image_as  # noqa: E402
 from flowspec.data.preprocess import Preprocessing  # noqa: E402
+from flowspec.data.splits import SPLIT_SCHEMA, WithValidation, split_defaults  # noqa: E402
 
 __all__ = ["DATASETS", "PREPROCESS", "DataSource", "DataSplit", "Preprocessing",
            "dataset_info", "default_data_dir", "load_image_as", "open_dataset"]
@@ -64,7 +65,9 @@ def open_dataset(data_spec: Any, data_dir: str | os.PathLike | None = None
                  ) -> tuple[DataSource, Preprocessing]:
     """A spec's ``data`` section -> (dataset, preprocessing); nothing is loaded yet.
 
-    ``data_spec = {"dataset": name | {name: params}, "preprocess": [step, ...]}``.
+    ``data_spec = {"dataset": name | {name: params}, "preprocess": [step, ...],
+    "val_fraction": 0.1, "split_seed": 0}``; the dataset returned gives ``train``,
+    ``val`` (when ``val_fraction > 0``) and ``test``.
     """
     if data_spec is None:
         raise SpecError(Problem("this spec has no data section", "data",
@@ -72,15 +75,17 @@ def open_dataset(data_spec: Any, data_dir: str | os.PathLike | None = None
     if not isinstance(data_spec, dict) or data_spec.get("dataset") is None:
         raise SpecError(Problem("data needs a 'dataset'", "data.dataset",
                                 hint="e.g. dataset: mnist (or moons, cifar10, image_folder)"))
-    unknown = sorted(set(data_spec) - {"dataset", "preprocess"})
+    unknown = sorted(set(data_spec) - {"dataset", "preprocess", *SPLIT_SCHEMA})
     if unknown:
         raise SpecError(Problem(f"unknown key(s) {unknown}", "data",
-                                hint="data takes dataset and preprocess"))
+                                hint="data takes dataset, preprocess, val_fraction, split_seed"))
     steps = data_spec.get("preprocess") or []
     if not isinstance(steps, list):
         raise SpecError(Problem("preprocess must be a list of steps", "data.preprocess"))
     source = build_source(data_spec["dataset"], default_data_dir(data_dir))
-    return source, Preprocessing(steps, source)
+    split = {**split_defaults(), **{k: data_spec[k] for k in SPLIT_SCHEMA if k in data_spec}}
+    return (WithValidation(source, split["val_fraction"], split["split_seed"]),
+            Preprocessing(steps, source))
 
 
 def dataset_info(source: DataSource, prep: Preprocessing | None = None,
@@ -91,6 +96,7 @@ def dataset_info(source: DataSource, prep: Preprocessing | None = None,
     """
     info: dict[str, Any] = {
         "dataset": getattr(source, "registered_name", type(source).__name__),
+    "val_fraction": getattr(source, "fraction", 0.0),
         "shape": list(source.shape),
         "discrete": bool(source.discrete),
         "num_classes": source.num_classes,
@@ -105,6 +111,7 @@ def dataset_info(source: DataSource, prep: Preprocessing | None = None,
             dims *= d
         info["num_dims"] = dims
     if load:
-        for split in ("train", "test"):
-            info[f"n_{split}"] = len(source.load(split))
+        for split in ("train", "val", "test"):
+            if source.has_split(split):
+                info[f"n_{split}"] = len(source.load(split))
     return info

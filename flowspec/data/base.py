@@ -50,14 +50,22 @@ class DataSource:
         self.params = params
 
     def load(self, split: str) -> DataSplit:
+        """The whole split as tensors. Sources give ``train`` and ``test``; ``val`` is
+        carved out of ``train`` by :class:`flowspec.data.splits.WithValidation`."""
         raise NotImplementedError
+
+    def has_split(self, split: str) -> bool:
+        return split in ("train", "test")
 
     @staticmethod
     def check_split(split: str) -> None:
         if split not in SPLITS:
-            raise DataError(f"unknown split '{split}'", hint="use 'train' or 'test'")
+            hint = ("a dataset's own files give train and test; the val split comes from "
+                    "data.val_fraction") if split == "val" else "use 'train', 'val' or 'test'"
+            raise DataError(f"unknown split '{split}'", hint=hint)
 
 
+#: the splits a dataset's own files give (``val`` is carved from ``train``: data/splits.py)
 SPLITS = ("train", "test")
 
 

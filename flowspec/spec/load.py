@@ -93,8 +93,10 @@ def _check_quick_paths(doc: LDict, problems: Problems) -> None:
 
 
 def _data(raw: Any, loc: Location | None, validator: Validator, problems: Problems) -> dict:
+    from flowspec.data.splits import SPLIT_SCHEMA, split_defaults
+
     regs = S.registries()
-    out: dict[str, Any] = {"dataset": None, "preprocess": []}
+    out: dict[str, Any] = {"dataset": None, "preprocess": [], **split_defaults()}
     if raw is None:
         return out
     if not isinstance(raw, dict):
@@ -102,8 +104,12 @@ def _data(raw: Any, loc: Location | None, validator: Validator, problems: Proble
                      "data", loc)
         return out
     validator.check(raw, {"type": "object", "additionalProperties": False,
-                          "properties": {"dataset": {}, "preprocess": {"type": "array"}}},
+                          "properties": {"dataset": {}, "preprocess": {"type": "array"},
+                                         **SPLIT_SCHEMA}},
                     "data", loc)
+    for key in SPLIT_SCHEMA:
+        if key in raw:
+            out[key] = plain(raw[key])
     dataset = raw.get("dataset")
     if dataset is not None:
         got = validator.check_named(dataset, regs["dataset"], "data.dataset",

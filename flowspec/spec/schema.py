@@ -273,6 +273,8 @@ def spec_schema() -> Schema:
     for kind, reg in regs.items():
         definitions[kind] = named_schema(reg, True)
     definitions.update(_model_definitions(regs))
+    from flowspec.data.splits import SPLIT_SCHEMA
+
     data = {
         "type": "object",
         "additionalProperties": False,
@@ -280,6 +282,7 @@ def spec_schema() -> Schema:
             "dataset": {"anyOf": [ref("dataset"), {"type": "null"}]},
             "preprocess": {"type": "array", "items": ref("preprocess"),
                            "description": "density-changing preprocessing, in order"},
+            **copy.deepcopy(SPLIT_SCHEMA),
         },
     }
     return {

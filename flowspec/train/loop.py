@@ -1,10 +1,17 @@
-"""The training loop: one function, resumable to the bit.
+"""The training loop: one :class:`Trainer`, resumable to the bit.
 
 Determinism without saving RNG streams: the data order of epoch ``e`` comes
 from a generator seeded by ``(seed, e)``, and the global RNG (dequantization
 noise, prior samples) is re-seeded from ``(seed, step)`` before every step. A
 run killed at any point and resumed from its last checkpoint therefore replays
 exactly the steps an uninterrupted run would have taken.
+
+The trainer is split into small methods with one job each -- set-up
+(``_setup_fresh`` / ``_setup_resume``), one optimisation step (``train_step``),
+logging a row (``log_row``), the end of an epoch (``end_of_epoch``: evaluate,
+choose ``best``, checkpoint, draw), checkpoint writing (``save``) -- so that
+features (distributed data parallel, mixed precision, extra metric sinks,
+early stopping) each change one place.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ class TrainResult:
     run_dir: Path
     step: int
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: the trained flow (EMA weights swapped in when the run keeps an EMA), in eval mode
+    flow: Any = None
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -97,182 +106,262 @@ class _GracefulStop:
             signal.signal(signal.SIGINT, self._old)
 
 
-def train(
-    spec: Any,
-    *,
-    out_root: str | Path = "runs",
-    device: str = "auto",
-    data_dir: str | Path | None = None,
-    resume: str | Path | None = None,
-    seed: int | None = None,
-    overrides: Any = None,
-    reporter: Reporter | None = None,
-    on_step: Callable[[int], None] | None = None,
-) -> TrainResult:
-    """Train the flow of ``spec`` (a loaded :class:`~flowspec.spec.Spec`).
+class Trainer:
+    """Trains the flow of one spec (or resumes a run directory); :meth:`run` does it.
 
     ``resume`` is a run directory holding ``last.safetensors`` and its state
     file; training continues in that directory. ``on_step(step)`` is called
     after every optimiser step (tests use it to interrupt a run).
     """
-    reporter = reporter or PlainReporter()
-    dev = resolve_device(device)
-    start_step, best, resumed_info = 0, math.inf, None
-    if resume is not None:
-        run_dir = Path(resume)
+
+    def __init__(
+        self,
+        spec: Any,
+        *,
+        out_root: str | Path = "runs",
+        device: str = "auto",
+        data_dir: str | Path | None = None,
+        resume: str | Path | None = None,
+        seed: int | None = None,
+        overrides: Any = None,
+        reporter: Reporter | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ):
+        self.reporter = reporter or PlainReporter()
+        self.on_step = on_step
+        self.device = resolve_device(device)
+        self.start_step, self.best = 0, math.inf
+        resumed = self._read_resume(Path(resume)) if resume is not None else None
+        if resumed is not None:
+            spec, seed = resumed["spec"], resumed["info"]["seed"]
+        self.spec = spec
+        self.spec_yaml = resumed["ckpt"]["spec"] if resumed is not None else spec.to_yaml()
+        self.cfg = spec.train
+        self.seed = self.cfg["seed"] if seed is None else seed
+
+        torch.manual_seed(self.seed)
+        self.flow = build_flow(spec).to(self.device)
+        self.objective = build_objective(spec, self.flow, data_dir, self.device)
+        self.steps_per_epoch = self.objective.steps_per_epoch
+        self.total = self.cfg["steps"] or self.cfg["epochs"] * self.steps_per_epoch
+        self.opt = build_optimizer(self.flow.parameters(), self.cfg)
+        self.sched = build_scheduler(self.opt, self.cfg, self.total)
+        self.ema = EMA(self.flow, self.cfg["ema"]) if self.cfg["ema"] else None
+        self.params = [p for p in self.flow.parameters() if p.requires_grad]
+        self.last_metrics: dict[str, Any] = {}
+        if resumed is not None:
+            self._setup_resume(Path(resume), resumed)
+        else:
+            self._setup_fresh(out_root, overrides)
+
+    # -- set-up ----------------------------------------------------------------------
+    @staticmethod
+    def _read_resume(run_dir: Path) -> dict[str, Any]:
+        from flowspec.spec import load_spec
+
         if not (run_dir / "last.safetensors").is_file():
             raise CheckpointError(f"{run_dir}: nothing to resume (no last.safetensors)",
                                   hint="pass the run directory printed by `flowspec train`")
         ckpt = read_checkpoint(run_dir / "last.safetensors")
-        spec_yaml = ckpt["spec"]
-        from flowspec.spec import load_spec
+        state_tensors, info = read_state(run_dir / "last.state.safetensors")
+        return {"spec": load_spec(ckpt["spec"]), "ckpt": ckpt, "state": state_tensors,
+                "info": info}
 
-        spec = load_spec(spec_yaml)
-        cfg = spec.train
-        state_tensors, resumed_info = read_state(run_dir / "last.state.safetensors")
-        seed = resumed_info["seed"]
-    else:
-        spec_yaml = spec.to_yaml()
-        cfg = spec.train
-    seed = cfg["seed"] if seed is None else seed
+    def _setup_fresh(self, out_root: str | Path, overrides: Any) -> None:
+        self.run_dir = make_run_dir(out_root, self.spec.name, self.spec_yaml)
+        write_run_files(self.run_dir, self.spec_yaml, overrides,
+                        {"seed": self.seed, "device": str(self.device),
+                         "spec_source": self.spec.source})
 
-    torch.manual_seed(seed)
-    flow = build_flow(spec).to(dev)
-    objective = build_objective(spec, flow, data_dir, dev)
-    spe = objective.steps_per_epoch
-    total = cfg["steps"] or cfg["epochs"] * spe
-    opt = build_optimizer(flow.parameters(), cfg)
-    sched = build_scheduler(opt, cfg, total)
-    ema = EMA(flow, cfg["ema"]) if cfg["ema"] else None
+    def _setup_resume(self, run_dir: Path, resumed: dict[str, Any]) -> None:
+        ckpt, info = resumed["ckpt"], resumed["info"]
+        self.run_dir = run_dir
+        self.flow.load_state_dict(ckpt["state"])
+        if self.ema is not None and ckpt["ema"] is not None:
+            self.ema.state = {k: v.to(self.device) for k, v in ckpt["ema"].items()}
+        _load_optimizer(self.opt, {k: v.to(self.device) for k, v in resumed["state"].items()},
+                        info["optimizer"])
+        self.sched.load_state_dict(info["scheduler"])
+        self.start_step, self.best = info["step"], info["best"]
 
-    if resumed_info is not None:
-        flow.load_state_dict(ckpt["state"])
-        if ema is not None and ckpt["ema"] is not None:
-            ema.state = {k: v.to(dev) for k, v in ckpt["ema"].items()}
-        _load_optimizer(opt, {k: v.to(dev) for k, v in state_tensors.items()},
-                        resumed_info["optimizer"])
-        sched.load_state_dict(resumed_info["scheduler"])
-        start_step, best = resumed_info["step"], resumed_info["best"]
-    else:
-        run_dir = make_run_dir(out_root, spec.name, spec_yaml)
-        write_run_files(run_dir, spec_yaml, overrides,
-                        {"seed": seed, "device": str(dev), "spec_source": spec.source})
-
-    def checkpoint(step: int, metrics: dict, is_best: bool) -> None:
-        info = {"step": step, "epoch": step / spe, "metrics": metrics, "seed": seed}
-        ema_state = ema.state if ema is not None else None
-        save_checkpoint(run_dir / "last.safetensors", flow.state_dict(), spec_yaml,
-                        ema_state=ema_state, info=info)
-        opt_tensors, opt_info = _optimizer_tensors(opt)
-        save_state(run_dir / "last.state.safetensors", opt_tensors,
-                   {"step": step, "best": best, "seed": seed, "optimizer": opt_info,
-                    "scheduler": sched.state_dict()})
+    # -- checkpoints -------------------------------------------------------------------
+    def save(self, step: int, metrics: dict, is_best: bool) -> None:
+        """``last`` weights + resume state (and ``best`` when ``is_best``)."""
+        info = {"step": step, "epoch": step / self.steps_per_epoch, "metrics": metrics,
+                "seed": self.seed}
+        ema_state = self.ema.state if self.ema is not None else None
+        save_checkpoint(self.run_dir / "last.safetensors", self.flow.state_dict(),
+                        self.spec_yaml, ema_state=ema_state, info=info)
+        opt_tensors, opt_info = _optimizer_tensors(self.opt)
+        save_state(self.run_dir / "last.state.safetensors", opt_tensors,
+                   {"step": step, "best": self.best, "seed": self.seed, "optimizer": opt_info,
+                    "scheduler": self.sched.state_dict()})
         if is_best:
-            save_checkpoint(run_dir / "best.safetensors", flow.state_dict(), spec_yaml,
-                            ema_state=ema_state, info=info)
+            save_checkpoint(self.run_dir / "best.safetensors", self.flow.state_dict(),
+                            self.spec_yaml, ema_state=ema_state, info=info)
 
-    def evaluate() -> dict:
-        raw = ema.swap_in() if ema is not None else None
+    # -- evaluation and pictures -----------------------------------------------------
+    def _with_ema(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` with the EMA weights swapped in (if the run keeps an EMA)."""
+        raw = self.ema.swap_in() if self.ema is not None else None
         try:
-            return objective.evaluate(flow)
+            return fn()
         finally:
             if raw is not None:
-                flow.load_state_dict(raw)
+                self.flow.load_state_dict(raw)
 
-    def draw(epoch: int) -> None:
-        raw = ema.swap_in() if ema is not None else None
+    def evaluate(self, split: str) -> dict:
+        return self._with_ema(lambda: self.objective.evaluate(self.flow, split))
+
+    def draw(self, epoch: int) -> None:
+        def _draw() -> None:
+            torch.manual_seed(self.spec.sample["seed"])
+            path = self.objective.draw(
+                self.flow, self.run_dir / "samples" / f"epoch_{epoch:04d}.png",
+                self.spec.sample["n"], self.spec.sample["temperature"])
+            self.reporter.message(f"samples: {path}")
+
         try:
-            torch.manual_seed(spec.sample["seed"])
-            path = objective.draw(flow, run_dir / "samples" / f"epoch_{epoch:04d}.png",
-                                  spec.sample["n"], spec.sample["temperature"])
-            reporter.message(f"samples: {path}")
+            self._with_ema(_draw)
         except FlowspecError as err:
-            reporter.message(f"no samples drawn: {err}")
-        finally:
-            if raw is not None:
-                flow.load_state_dict(raw)
+            self.reporter.message(f"no samples drawn: {err}")
 
-    metrics_file = (run_dir / "metrics.jsonl").open("a")
-    reporter.start(run_dir=run_dir, total_steps=total, start_step=start_step,
-                   steps_per_epoch=spe, device=str(dev))
-    last_metrics: dict[str, Any] = {}
-    params = [p for p in flow.parameters() if p.requires_grad]
-    clip = cfg["grad_clip"]
-    amp = cfg["amp"] and dev.type == "cuda"
-    bad, t0, seen = 0, time.perf_counter(), 0
-    step = start_step
-    stop = _GracefulStop()
-    try:
-        while step < total:
-            if stop.requested:
-                checkpoint(step, last_metrics, False)
-                raise KeyboardInterrupt
-            flow.train()
-            torch.manual_seed(step_seed(seed, step))
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                loss, stats = objective.loss(flow, step, seed)
-            if not torch.isfinite(loss):
-                bad += 1
-                reporter.message(f"step {step}: non-finite loss, step skipped ({bad} in a row)")
-                if bad >= cfg["max_bad_steps"]:
-                    raise FlowspecError(
-                        f"training diverged: {bad} consecutive non-finite losses at step {step}",
-                        hint="lower train.optimizer lr, add train.warmup_steps or train.grad_clip")
+    # -- one step ------------------------------------------------------------------------
+    def train_step(self, step: int) -> tuple[torch.Tensor, dict, Any] | None:
+        """One optimiser step; ``(loss, stats, grad_norm)``, or None if the loss was
+        non-finite and the step was skipped."""
+        self.flow.train()
+        torch.manual_seed(step_seed(self.seed, step))
+        amp = self.cfg["amp"] and self.device.type == "cuda"
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            loss, stats = self.objective.loss(self.flow, step, self.seed)
+        if not torch.isfinite(loss):
+            return None
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.cfg["grad_clip"]
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip) if clip else None
+        self.opt.step()
+        return loss, stats, grad_norm
+
+    def on_bad_step(self, step: int, bad: int) -> None:
+        """A non-finite loss: report it; give up after ``max_bad_steps`` in a row."""
+        self.reporter.message(f"step {step}: non-finite loss, step skipped ({bad} in a row)")
+        if bad >= self.cfg["max_bad_steps"]:
+            raise FlowspecError(
+                f"training diverged: {bad} consecutive non-finite losses at step {step}",
+                hint="lower train.optimizer lr, add train.warmup_steps or train.grad_clip")
+
+    # -- logging ------------------------------------------------------------------------
+    def log_row(self, step: int, loss: torch.Tensor, stats: dict, grad_norm: Any,
+                examples_per_s: float) -> dict:
+        row = {"step": step, "epoch": step / self.steps_per_epoch,
+               "loss": float(loss.detach()), "lr": self.sched.get_last_lr()[0],
+               "examples_per_s": examples_per_s, **{k: _scalar(v) for k, v in stats.items()}}
+        if grad_norm is not None:
+            row["grad_norm"] = float(grad_norm)
+        prep = getattr(self.objective, "prep", None)
+        if "nll_nats" in row and getattr(prep, "n_bits", None):
+            from flowspec.metrics import bits_per_dim
+
+            row["bits_per_dim"] = float(bits_per_dim(row["nll_nats"], self.flow.num_dims,
+                                                     prep.n_bits))
+        self.reporter.log(step, row)
+        self.write_metrics("train", row)
+        return row
+
+    def write_metrics(self, split: str, row: dict) -> None:
+        self._metrics_file.write(json.dumps({"split": split, **row}) + "\n")
+        self._metrics_file.flush()
+
+    # -- epochs -------------------------------------------------------------------------
+    def end_of_epoch(self, step: int) -> None:
+        """Evaluate (every ``eval_every`` epochs), choose ``best``, checkpoint, draw samples.
+
+        ``best`` is chosen on the objective's selection split (validation data, or fresh
+        samples for reverse KL), never on test. Without one, the periodic evaluation runs
+        on test for monitoring only and no ``best`` checkpoint is written. The last
+        epoch of a run also reports test when selection ran on validation data.
+        """
+        epoch = math.ceil(step / self.steps_per_epoch)
+        is_best = False
+        cfg, last = self.cfg, step == self.total
+        selection = self.objective.selection_split
+        if cfg["eval_every"] and (epoch % cfg["eval_every"] == 0 or last):
+            split = "val" if selection == "val" else "test"
+            self.last_metrics = {"step": step, "epoch": epoch, **self.evaluate(split)}
+            if selection is not None:
+                value = self.last_metrics.get(self.objective.key_metric, math.inf)
+                is_best = value < self.best
+                self.best = min(self.best, value)
+            self.reporter.epoch(epoch, self.last_metrics, split)
+            self.write_metrics(split, self.last_metrics)
+            if last and split == "val":
+                test = {"step": step, "epoch": epoch, **self.evaluate("test")}
+                self.reporter.epoch(epoch, test, "test")
+                self.write_metrics("test", test)
+        self.save(step, self.last_metrics, is_best)
+        if cfg["sample_every"] and (epoch % cfg["sample_every"] == 0 or last):
+            self.draw(epoch)
+
+    # -- the loop -----------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg, spe = self.cfg, self.steps_per_epoch
+        self._metrics_file = (self.run_dir / "metrics.jsonl").open("a")
+        self.reporter.start(run_dir=self.run_dir, total_steps=self.total,
+                            start_step=self.start_step, steps_per_epoch=spe,
+                            device=str(self.device))
+        if self.objective.selection_split is None and cfg["eval_every"]:
+            self.reporter.message("no validation split (data.val_fraction is 0): test is "
+                                  "evaluated for monitoring only and no best.safetensors is "
+                                  "written")
+        bad, t0, seen = 0, time.perf_counter(), 0
+        step = self.start_step
+        stop = _GracefulStop()
+        try:
+            while step < self.total:
+                if stop.requested:
+                    self.save(step, self.last_metrics, False)
+                    raise KeyboardInterrupt
+                result = self.train_step(step)
+                if result is None:
+                    bad += 1
+                    self.on_bad_step(step, bad)
+                    step += 1
+                    self.sched.step()
+                    continue
+                bad = 0
+                loss, stats, grad_norm = result
+                self.sched.step()
+                if self.ema is not None:
+                    self.ema.update(step)
                 step += 1
-                sched.step()
-                continue
-            bad = 0
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip) if clip else None
-            opt.step()
-            sched.step()
-            if ema is not None:
-                ema.update(step)
-            step += 1
-            seen += objective.batch_size
-            if on_step is not None:
-                on_step(step)
-            if step % cfg["log_every"] == 0 or step == total:
-                now = time.perf_counter()
-                row = {"step": step, "epoch": step / spe, "loss": float(loss.detach()),
-                       "lr": sched.get_last_lr()[0], "examples_per_s": seen / max(now - t0, 1e-9),
-                       **{k: _scalar(v) for k, v in stats.items()}}
-                if grad_norm is not None:
-                    row["grad_norm"] = float(grad_norm)
-                if "nll_nats" in row and getattr(objective, "prep", None) is not None \
-                        and getattr(objective.prep, "n_bits", None):
-                    from flowspec.metrics import bits_per_dim
+                seen += self.objective.batch_size
+                if self.on_step is not None:
+                    self.on_step(step)
+                if step % cfg["log_every"] == 0 or step == self.total:
+                    now = time.perf_counter()
+                    self.log_row(step, loss, stats, grad_norm, seen / max(now - t0, 1e-9))
+                    t0, seen = now, 0
+                if step % spe == 0 or step == self.total:
+                    self.end_of_epoch(step)
+                elif cfg["checkpoint_every"] and step % cfg["checkpoint_every"] == 0:
+                    self.save(step, self.last_metrics, False)
+        except KeyboardInterrupt:
+            self.reporter.message(f"interrupted at step {step}; resume with --resume "
+                                  f"{self.run_dir}")
+            raise
+        finally:
+            stop.restore()
+            self._metrics_file.close()
+            self.reporter.close()
+        if self.ema is not None:
+            self.ema.swap_in()
+        return TrainResult(run_dir=self.run_dir, step=step, metrics=self.last_metrics,
+                           flow=self.flow.eval())
 
-                    row["bits_per_dim"] = float(bits_per_dim(row["nll_nats"], flow.num_dims,
-                                                             objective.prep.n_bits))
-                reporter.log(step, row)
-                metrics_file.write(json.dumps({"split": "train", **row}) + "\n")
-                metrics_file.flush()
-                t0, seen = now, 0
-            epoch_end = step % spe == 0 or step == total
-            if epoch_end:
-                epoch = math.ceil(step / spe)
-                is_best = False
-                if cfg["eval_every"] and (epoch % cfg["eval_every"] == 0 or step == total):
-                    last_metrics = {"step": step, "epoch": epoch, **evaluate()}
-                    value = last_metrics.get(objective.key_metric, math.inf)
-                    is_best = value < best
-                    best = min(best, value)
-                    reporter.epoch(epoch, last_metrics)
-                    metrics_file.write(json.dumps({"split": "test", **last_metrics}) + "\n")
-                    metrics_file.flush()
-                checkpoint(step, last_metrics, is_best or not (run_dir / "best.safetensors")
-                           .exists())
-                if cfg["sample_every"] and (epoch % cfg["sample_every"] == 0 or step == total):
-                    draw(epoch)
-            elif cfg["checkpoint_every"] and step % cfg["checkpoint_every"] == 0:
-                checkpoint(step, last_metrics, False)
-    except KeyboardInterrupt:
-        reporter.message(f"interrupted at step {step}; resume with --resume {run_dir}")
-        raise
-    finally:
-        stop.restore()
-        metrics_file.close()
-        reporter.close()
-    return TrainResult(run_dir=run_dir, step=step, metrics=last_metrics)
+
+def train(spec: Any, **kwargs: Any) -> TrainResult:
+    """Train the flow of ``spec`` (a loaded :class:`~flowspec.spec.Spec`); see :class:`Trainer`
+    for the keyword arguments."""
+    return Trainer(spec, **kwargs).run()

@@ -18,6 +18,9 @@ from flowspec.train.evaluate import batch_context, evaluate_nll
 
 
 class MaximumLikelihood:
+    """``-log p(x)`` on a dataset. Model selection (``best``) uses the validation split;
+    without one (``data.val_fraction: 0``) no checkpoint is chosen, never on test."""
+
     key_metric = "nll_nats"
 
     def __init__(self, spec: Any, flow: Flow, data_dir: Any, device: torch.device):
@@ -29,7 +32,9 @@ class MaximumLikelihood:
         self.batch_size = cfg["batch_size"]
         self.eval_batches = cfg["eval_batches"]
         self.train_split = self.source.load("train")
-        self._test = None
+        self._splits: dict[str, Any] = {}
+        #: the split ``best`` is chosen on (None: nothing is chosen)
+        self.selection_split = "val" if self.source.has_split("val") else None
         x = self.train_split.x
         probe = self.prep(x[:2])
         if tuple(probe.shape[1:]) != tuple(flow.input_shape):
@@ -50,11 +55,17 @@ class MaximumLikelihood:
         self._perm_epoch, self._perm = -1, None
         self.num_dims = flow.num_dims
 
+    def split(self, name: str):
+        """A held-out split (``val`` or ``test``), loaded once."""
+        if name == "train":
+            return self.train_split
+        if name not in self._splits:
+            self._splits[name] = self.source.load(name)
+        return self._splits[name]
+
     @property
     def test_split(self):
-        if self._test is None:
-            self._test = self.source.load("test")
-        return self._test
+        return self.split("test")
 
     def _indices(self, step: int, seed: int) -> torch.Tensor:
         epoch, i = divmod(step, self.steps_per_epoch)
@@ -73,8 +84,8 @@ class MaximumLikelihood:
         return nll / self.num_dims, {"nll_nats": nll}
 
     def evaluate(self, flow: Flow, split: str = "test", max_batches: int | None = None) -> dict:
-        data = self.test_split if split == "test" else self.train_split
-        return evaluate_nll(flow, data, self.prep, batch_size=max(self.batch_size, 256),
+        return evaluate_nll(flow, self.split(split), self.prep,
+                            batch_size=max(self.batch_size, 256),
                             device=self.device, max_batches=max_batches or self.eval_batches,
                             entropy=self.source.entropy)
 
@@ -84,7 +95,11 @@ class MaximumLikelihood:
 
 
 class ReverseKL:
+    """``E_q[log q + β U]`` on an energy; evaluated on fresh samples of the flow, so the
+    evaluation itself is a fair basis for choosing ``best``."""
+
     key_metric = "kl_nats"
+    selection_split = "samples"
 
     def __init__(self, spec: Any, flow: Flow, data_dir: Any, device: torch.device):
         from flowspec.energies import build_energy

@@ -26,7 +26,7 @@ class Reporter:
 
     def log(self, step: int, metrics: dict[str, Any]) -> None: ...
 
-    def epoch(self, epoch: int, metrics: dict[str, Any]) -> None: ...
+    def epoch(self, epoch: int, metrics: dict[str, Any], split: str = "test") -> None: ...
 
     def message(self, text: str) -> None: ...
 
@@ -47,8 +47,8 @@ class PlainReporter(Reporter):
     def log(self, step, metrics):
         self.print(f"step {step}/{self.total} {format_metrics(metrics)}")
 
-    def epoch(self, epoch, metrics):
-        self.print(f"epoch {epoch} test: {format_metrics(metrics)}")
+    def epoch(self, epoch, metrics, split="test"):
+        self.print(f"epoch {epoch} {split}: {format_metrics(metrics)}")
 
     def message(self, text):
         self.print(text)

@@ -1,0 +1,81 @@
+"""The validation split: a seeded share of the training data, held out for choosing.
+
+Every dataset gives ``train`` and ``test``; model selection (the ``best``
+checkpoint, early stopping) must never look at ``test``, so ``data.val_fraction``
+carves a validation split out of ``train`` for any dataset, with a permutation
+seeded by ``data.split_seed``. The carve is a pure function of the training
+split's length and the seed, so a resumed run, ``flowspec eval --split val`` and
+a later run of the same spec all see the same examples in each split.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from flowspec.data.base import DataSource, DataSplit
+
+#: the keys of a spec's ``data`` section that configure splitting, with their defaults
+SPLIT_SCHEMA: dict[str, Any] = {
+    "val_fraction": {"type": "number", "minimum": 0, "maximum": 0.5, "default": 0.1,
+                     "description": "share of the training split held out as the validation "
+                     "split (best checkpoint, early stopping); 0: no validation split"},
+    "split_seed": {"type": "integer", "default": 0,
+                   "description": "seed of the permutation that carves the validation split"},
+}
+
+
+def split_defaults() -> dict[str, Any]:
+    return {k: v["default"] for k, v in SPLIT_SCHEMA.items()}
+
+
+def carve_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train_idx, val_idx)`` of a seeded permutation of ``range(n)``; both sorted, so the
+    remaining training examples keep their order."""
+    n_val = int(round(n * fraction))
+    if fraction > 0 and n_val == 0 and n > 1:
+        n_val = 1
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def take(split: DataSplit, idx: torch.Tensor) -> DataSplit:
+    """The examples ``idx`` of every tensor field of ``split``."""
+    fields = {k: (v[idx] if torch.is_tensor(v) else v) for k, v in vars(split).items()}
+    return type(split)(**fields)
+
+
+class WithValidation:
+    """A dataset whose ``train`` split is divided into ``train`` and ``val``.
+
+    Everything else (shape, classes, entropy, ``test``) is the wrapped source's.
+    """
+
+    def __init__(self, source: DataSource, fraction: float, seed: int):
+        self.source, self.fraction, self.seed = source, fraction, seed
+        self._parts: tuple[DataSplit, DataSplit] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.source, name)
+
+    def has_split(self, split: str) -> bool:
+        return split in ("train", "test") or (split == "val" and self.fraction > 0)
+
+    def load(self, split: str) -> DataSplit:
+        if split == "test":
+            return self.source.load("test")
+        if split not in ("train", "val"):
+            DataSource.check_split(split)  # raises: unknown split
+        if self.fraction <= 0:
+            if split == "val":
+                from flowspec.errors import DataError
+
+                raise DataError("this run has no validation split (data.val_fraction is 0)",
+                                hint="set data.val_fraction, e.g. --set data.val_fraction=0.1")
+            return self.source.load("train")
+        if self._parts is None:
+            full = self.source.load("train")
+            train_idx, val_idx = carve_indices(len(full), self.fraction, self.seed)
+            self._parts = take(full, train_idx), take(full, val_idx)
+        return self._parts[0] if split == "train" else self._parts[1]
