@@ -172,14 +172,14 @@ def run_case(case: Case, data: Data, seed: int = 0) -> dict:
 def cases(args) -> list[Case]:
     out: list[Case] = []
     q = args.quick
-    toy_steps = args.steps or (100 if q else 2000)
+    toy_steps = args.steps or (100 if q else 1000)
     for toy in args.toys:
         out.append(Case(toy, "maf", 4 if q else 8, (32, 32) if q else (128, 128), toy_steps,
                         256, 1e-3))
         out.append(Case(toy, "nsf", 2 if q else 4, (32, 32) if q else (128, 128), toy_steps,
                         512, 1e-3, bins=16))
     if not args.no_mnist:
-        m_steps = args.mnist_steps or (10 if q else 150)
+        m_steps = args.mnist_steps or (10 if q else 100)
         out.append(Case("mnist", "maf", 2 if q else 5, (64, 64) if q else (1024, 1024),
                         m_steps, 100, 1e-3))
         out.append(Case("mnist", "nsf", 1 if q else 2, (64, 64) if q else (256, 256),
@@ -191,11 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny models and budgets (smoke run)")
-    ap.add_argument("--toys", type=lambda s: s.split(","), default=list(TOYS),
-                    help="comma-separated toys (default: all four)")
+    ap.add_argument("--toys", type=lambda s: [t for t in s.split(",") if t and t != "none"],
+                    default=list(TOYS), help="comma-separated toys (default: all four; "
+                    "'none' for MNIST only)")
     ap.add_argument("--no-mnist", action="store_true")
-    ap.add_argument("--steps", type=int, default=None, help="toy steps (default 2000)")
-    ap.add_argument("--mnist-steps", type=int, default=None, help="MNIST steps (default 150)")
+    ap.add_argument("--steps", type=int, default=None, help="toy steps (default 1000)")
+    ap.add_argument("--mnist-steps", type=int, default=None, help="MNIST steps (default 100)")
     ap.add_argument("--data-dir", default=None, help="where mnist/ is (else $FLOWSPEC_DATA)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
