@@ -140,12 +140,25 @@ class MADE(nn.Module):
         self.register_buffer("dims_by_rank", torch.argsort(ranks))
         self.act: Callable[[torch.Tensor], torch.Tensor] = ACTIVATIONS[activation]()
 
-        has_ctx = self.context_features > 0
-        degrees = [ranks]
-        for width in hidden:
-            degrees.append(hidden_degrees(int(width), d, has_ctx))
-        out_deg = ranks.repeat_interleave(self.n_params)
+        self.hidden = [int(w) for w in hidden]
+        masks = self._masks(ranks)
         self.layers = nn.ModuleList()
+        for k, mask in enumerate(masks):
+            layer = nn.Linear(mask.shape[1], mask.shape[0])
+            if k == len(masks) - 1 and zero_init:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+            self.layers.append(layer)
+            # float, like the weights (a bool mask is cast to a temporary every product);
+            # not saved: rebuilt from `order` on load (see _load_from_state_dict)
+            self.register_buffer(f"mask{k}", mask.to(layer.weight.dtype), persistent=False)
+
+    def _masks(self, ranks: torch.Tensor) -> list[torch.Tensor]:
+        """Bool masks ``[out, in]`` of every layer for the order ``ranks``."""
+        has_ctx = self.context_features > 0
+        d = self.features
+        degrees = [ranks] + [hidden_degrees(w, d, has_ctx) for w in self.hidden]
+        out_deg = ranks.repeat_interleave(self.n_params)
         masks = []
         for k, deg in enumerate(degrees):
             last = k == len(degrees) - 1
@@ -153,14 +166,15 @@ class MADE(nn.Module):
             mask = (nxt[:, None] > deg[None, :]) if last else (nxt[:, None] >= deg[None, :])
             if k == 0 and has_ctx:  # the context reaches every unit of the first layer
                 mask = torch.cat([mask, mask.new_ones(len(nxt), self.context_features)], 1)
-            layer = nn.Linear(mask.shape[1], mask.shape[0])
-            if last and zero_init:
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
-            self.layers.append(layer)
             masks.append(mask)
-        for k, mask in enumerate(masks):
-            self.register_buffer(f"mask{k}", mask)
+        return masks
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        """After the saved order is loaded, rebuild the masks that follow from it."""
+        super()._load_from_state_dict(*args, **kwargs)
+        with torch.no_grad():
+            for k, mask in enumerate(self._masks(self.order.cpu())):
+                getattr(self, f"mask{k}").copy_(mask)
 
     @classmethod
     def check_shapes(cls, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
