@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from flowspec.errors import FlowspecError
 
@@ -27,11 +28,15 @@ DeviceOption = typer.Option("auto", "--device", help="auto | cpu | cuda")
 
 
 def report_error(err: FlowspecError) -> None:
+    """One line per problem. User text (keys, paths, values) is never read as rich markup:
+    a key like ``[/x]`` or ``[old]`` is printed as written."""
     for problem in err.problems:
-        err_console.print(f"[bold red]error[/]: {problem.format()}", highlight=False,
-                          soft_wrap=True)
-    if len(err.problems) > 1:
-        err_console.print(f"{len(err.problems)} problems", style="red")
+        line = Text("error", style="bold red")
+        line.append(f": {problem.format()}")
+        err_console.print(line, highlight=False, soft_wrap=True)
+    total = getattr(err, "total", len(err.problems))  # more than listed when truncated
+    if total > 1:
+        err_console.print(f"{total} problems", style="red")
 
 
 def user_errors(fn: F) -> F:

@@ -82,6 +82,8 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         resume: Path = typer.Option(None, "--resume", help="Run directory to continue."),
         seed: int = typer.Option(None, "--seed", help="Override train.seed."),
         quick: bool = typer.Option(False, "--quick", help="Apply the spec's quick overrides."),
+        data: Path = typer.Option(None, "--data", help="Train on this .csv/.npy/.npz/"
+                                  ".safetensors file instead of the spec's dataset."),
     ) -> None:
         """Train a spec by maximum likelihood or reverse KL; checkpoints into a run directory."""
         from flowspec.errors import FlowspecError
@@ -90,7 +92,14 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
 
         if spec is None and resume is None:
             raise FlowspecError("give a spec to train, or --resume RUN_DIR")
-        s = load_spec(spec, set_ or [], quick=quick) if spec is not None else None
+        if data is not None and spec is None:
+            raise FlowspecError("--data starts a fresh run; a resumed run keeps its data")
+        s = load_spec(spec, set_ or [], quick=quick) if spec is not None and data is None \
+            else None
+        if data is not None:  # the spec's dataset becomes {file: {path: DATA, ...}}
+            from flowspec.data.files import load_spec_on_file
+
+            s = load_spec_on_file(spec, data, set_ or [], quick=quick)
         reporter = RichReporter() if is_tty() else PlainReporter(console.print)
         result = run(s, out_root=out, device=device, data_dir=data_dir, resume=resume,
                      seed=seed, overrides=set_, reporter=reporter)
@@ -116,10 +125,10 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         if flow.spec.train["objective"] == "reverse_kl":
             metrics = build_objective(flow.spec, flow, data_dir, dev).evaluate(flow)
         else:
-            from flowspec.data import open_dataset
+            from flowspec.data import open_spec_dataset
             from flowspec.train.evaluate import evaluate_nll
 
-            source, prep = open_dataset(flow.spec.data, data_dir)
+            source, prep = open_spec_dataset(flow.spec, data_dir)
             metrics = evaluate_nll(flow, source.load(split), prep, batch_size=batch_size,
                                    device=dev, entropy=source.entropy)
         if as_json:
@@ -139,10 +148,14 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         output: Path = typer.Option(Path("samples.png"), "-o", "--output"),
         npy: bool = typer.Option(False, "--npy", help="Save raw arrays (.npy) instead."),
         label: int = typer.Option(None, "--class", help="Class for conditional flows."),
+        context: str = typer.Option(None, "--context",
+                                    help="Context vector for conditional flows: 0.5,1.0"),
         data_dir: Path = DataDirOption,
         device: str = DeviceOption,
     ) -> None:
-        """Draw samples: an image grid, a 2-D scatter with density, or raw arrays."""
+        """Draw samples: an image grid, a 2-D scatter with density, raw arrays, or a data
+        file (-o samples.csv / .npy / .npz)."""
+        from flowspec.data.export import parse_context
         from flowspec.sampling import sample_figure
 
         flow = _flow(ckpt, device)
@@ -150,7 +163,7 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         temperatures = parse_floats(temps, "--temps") if temps else ([temp] if temp is not None
                                                                     else None)
         path = sample_figure(flow, output, n=n, temperatures=temperatures, data_dir=data_dir,
-                             label=label, npy=npy)
+                             label=label, npy=npy, context=parse_context(flow, context))
         console.print(f"wrote {path}")
 
     @app.command()

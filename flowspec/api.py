@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flowspec.checkpoint import read_checkpoint, resolve_checkpoint
+from flowspec.checkpoint import load_weights, read_checkpoint, resolve_checkpoint
 from flowspec.compile import Flow
-from flowspec.errors import CheckpointError
+from flowspec.errors import CheckpointError, Problem, SpecError
 
 
 def is_checkpoint(path: str | os.PathLike) -> bool:
@@ -40,17 +40,29 @@ def load(
     from flowspec.spec import load_spec
 
     if not isinstance(source, dict) and is_checkpoint(source):
-        ckpt = read_checkpoint(resolve_checkpoint(source))
-        spec = load_spec(ckpt["spec"], overrides)
+        path = resolve_checkpoint(source)
+        ckpt = read_checkpoint(path)
+        spec = stored_spec(ckpt["spec"], path, overrides)
         flow = build_flow(spec)
-        state = ckpt["ema"] if (ema and ckpt["ema"] is not None) else ckpt["state"]
-        missing, unexpected = flow.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{source}: weights do not match the spec stored in the checkpoint "
-                f"(missing {len(missing)}, unexpected {len(unexpected)}: "
-                f"{', '.join((missing + unexpected)[:3])}...)",
-                hint="overrides that change the architecture cannot be applied to a checkpoint")
+        use_ema = ema and ckpt["ema"] is not None
+        load_weights(flow, ckpt["ema"] if use_ema else ckpt["state"],
+                     f"{path}" + (" (EMA weights)" if use_ema else ""))
         flow.checkpoint_info = ckpt["info"]
         return flow.eval()
     return build_flow(load_spec(source, overrides, quick=quick)).eval()
+
+
+def stored_spec(text: str, where: str | os.PathLike, overrides: Any = None) -> Any:
+    """The spec stored in a checkpoint's metadata, loaded as YAML text (never as a path)."""
+    from flowspec.spec import load_spec_text
+
+    if not isinstance(text, str):
+        raise CheckpointError(f"{where}: the stored spec is not text")
+    try:
+        return load_spec_text(text, overrides)
+    except SpecError as err:
+        if overrides:
+            raise
+        head = Problem(f"{where}: the spec stored in this file is not a valid spec",
+                       hint="the file was altered or written by an incompatible flowspec")
+        raise CheckpointError([head, *err.problems]) from None

@@ -16,15 +16,14 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from flowspec.bijectors import NODES
-from flowspec.distributions import PRIORS
+from flowspec.construct import Construction
 from flowspec.errors import FlowspecError
 from flowspec.graph import GraphIR, analyse
 from flowspec.nets import build_net
 
 Latents = torch.Tensor | tuple[torch.Tensor, ...]
-#: called as trace(node_id, output) after every node of a walk.
-TraceFn = Callable[[str, Any], None]
+#: called as trace(node_id, node_input, node_output, logdet) after every node of a walk.
+TraceFn = Callable[[str, Any, Any, torch.Tensor], None]
 
 
 def _module_key(node_id: str) -> str:
@@ -56,22 +55,27 @@ class Flow(nn.Module):
         self.checkpoint_grads = False
         #: the resolved spec this flow was built from (set by flowspec.load / training).
         self.spec: Any = None
+        #: a trace every walk calls while set (diagnostics, e.g. the NaN watchdog)
+        self.watch: TraceFn | None = None
 
+        # One allocation budget for the whole flow; a node that cannot be built is a
+        # SpecError at its line, never a torch traceback (flowspec/construct.py).
+        build = Construction()
         self.nodes = nn.ModuleDict()
         by_id = {n.id: n for n in graph.nodes}
         for nid in analysis.forward_order:
-            n = by_id[nid]
-            self.nodes[_module_key(nid)] = NODES.build(
-                {n.type: n.params}, analysis.node_in_shapes[nid],
-                context_shape=self.node_context_shape)
+            self.nodes[_module_key(nid)] = build.node(
+                by_id[nid], analysis.node_in_shapes[nid], self.node_context_shape
+            )
         self.priors = nn.ModuleDict()
         for lat in graph.latents:
-            self.priors[_module_key(lat.id)] = PRIORS.build(
-                {lat.prior: lat.params},
+            self.priors[_module_key(lat.id)] = build.prior(
+                lat,
                 analysis.shapes[lat.input],
-                context_shape=self.node_context_shape,
-                cond_shape=analysis.shapes[lat.cond] if lat.cond else None,
+                self.node_context_shape,
+                analysis.shapes[lat.cond] if lat.cond else None,
             )
+        build.check_finite()
         self.latent_names = [lat.id for lat in graph.latents]
         self.latent_shapes = [tuple(analysis.shapes[lat.input]) for lat in graph.latents]
         self.port_shapes = analysis.shapes
@@ -137,6 +141,7 @@ class Flow(nn.Module):
     def _forward_walk(self, x: torch.Tensor, context: torch.Tensor | None, trace: TraceFn | None):
         vals: dict[str, Any] = {self.graph.input_port: x}
         logdet = x.new_zeros(x.shape[0])
+        trace = trace or self.watch
         for nid, node, ins, outs in self._fwd:
             inp = vals[ins[0]] if len(ins) == 1 else tuple(vals[p] for p in ins)
             y, ld = self._run(node, inp, context)
@@ -146,7 +151,7 @@ class Flow(nn.Module):
             else:
                 vals.update(zip(outs, y))
             if trace is not None:
-                trace(nid, y)
+                trace(nid, inp, y, ld)
         return vals, logdet
 
     def _inverse_walk(
@@ -160,6 +165,7 @@ class Flow(nn.Module):
         vals: dict[str, Any] = {}
         latents: dict[str, torch.Tensor] = {}
         logdet: torch.Tensor | None = None
+        trace = trace or self.watch
         for kind, item in self._inv:
             if kind == "latent":
                 lid, prior, port, cond = item
@@ -179,7 +185,7 @@ class Flow(nn.Module):
             else:
                 vals.update(zip(ins, x))
             if trace is not None:
-                trace(nid, x)
+                trace(nid, y, x, ld)
         x = vals[self.graph.input_port]
         if logdet is None:
             logdet = x.new_zeros(x.shape[0])
@@ -252,7 +258,7 @@ class Flow(nn.Module):
         """Every node's output on the way data -> latent (same walk, with a hook)."""
         out: list[tuple[str, Any]] = []
         self._forward_walk(x, self.prepare_context(context, x.shape[0]),
-                           lambda nid, y: out.append((nid, y)))
+                           lambda nid, inp, y, ld: out.append((nid, y)))
         return out
 
     def trace_inverse(
@@ -262,7 +268,8 @@ class Flow(nn.Module):
         out: list[tuple[str, Any]] = []
         given = self._unpack(z) if z is not None else None
         ctx = self.prepare_context(context, n)
-        self._inverse_walk(given, n, temperature, ctx, lambda nid, x: out.append((nid, x)))
+        self._inverse_walk(given, n, temperature, ctx,
+                           lambda nid, y, x, ld: out.append((nid, x)))
         return out
 
     # -- latent helpers ---------------------------------------------------------------------

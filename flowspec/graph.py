@@ -17,6 +17,7 @@ bijection cannot copy a tensor); a latent may additionally *read* a port as its
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,30 +93,49 @@ class Analysis:
     node_in_shapes: dict[str, Any] = field(default_factory=dict)
 
 
-def _toposort(deps: dict[str, list[str]]) -> tuple[list[str], list[str]]:
-    """Kahn's algorithm; returns (order, members of cycles) in declaration order."""
-    remaining = {k: set(v) for k, v in deps.items()}
-    order: list[str] = []
-    ready = [k for k in deps if not remaining[k]]
-    users: dict[str, list[str]] = {k: [] for k in deps}
+def _toposort(deps: dict[Any, list[Any]]) -> tuple[list[Any], list[Any]]:
+    """Kahn's algorithm in O(nodes + edges); returns (order, members of cycles).
+
+    Ties keep declaration order (a FIFO of ready items), so a chain is scheduled as
+    written. Dependencies on keys outside ``deps`` are ignored.
+    """
+    waiting = {k: 0 for k in deps}
+    users: dict[Any, list[Any]] = {k: [] for k in deps}
     for k, ds in deps.items():
-        for d in ds:
-            users.setdefault(d, []).append(k)
+        for d in dict.fromkeys(ds):  # a node reading two ports of one producer waits once
+            if d in users:
+                users[d].append(k)
+                waiting[k] += 1
+    ready = deque(k for k in deps if not waiting[k])
+    order: list[Any] = []
     while ready:
-        k = ready.pop(0)
+        k = ready.popleft()
         order.append(k)
-        for u in users.get(k, []):
-            remaining[u].discard(k)
-            if not remaining[u] and u not in order and u not in ready:
+        for u in users[k]:
+            waiting[u] -= 1
+            if not waiting[u]:
                 ready.append(u)
-    stuck = [k for k in deps if k not in order]
-    return order, stuck
+    if len(order) == len(deps):
+        return order, []
+    return order, [k for k in deps if waiting[k]]
 
 
 def _shape_str(shape: Any) -> str:
     if isinstance(shape, tuple) and shape and isinstance(shape[0], tuple):
         return ", ".join(_shape_str(s) for s in shape)
     return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _port_hint(port: str, producer: dict[str, str]) -> str:
+    """'did you mean' among the known ports (a short list of them if nothing is close)."""
+    from flowspec.registry import did_you_mean
+
+    known = sorted(producer)
+    sug = did_you_mean(port, known)
+    if sug:
+        return f"did you mean '{sug[0]}'?"
+    shown = known if len(known) <= 20 else [*known[:20], f"... ({len(known)} in all)"]
+    return f"known ports: {', '.join(shown)}"
 
 
 def analyse(graph: GraphIR) -> Analysis:
@@ -171,16 +191,14 @@ def analyse(graph: GraphIR) -> Analysis:
                 bad(f"port '{p}' is produced twice", node, "rename one of the outputs")
             producer[p] = node.id
     consumer: dict[str, str] = {}
+    dangling = 0
     for item in [*graph.nodes, *graph.latents]:
         ins = item.inputs if isinstance(item, NodeIR) else [item.input]
         for p in ins:
             if p not in producer:
-                known = sorted(producer)
-                from flowspec.registry import did_you_mean
-
-                sug = did_you_mean(p, known)
+                dangling += 1  # suggestions cost O(ports) each: only for the first few
                 bad(f"input '{p}' is not produced by any node", item,
-                    f"did you mean '{sug[0]}'?" if sug else f"known ports: {', '.join(known)}")
+                    _port_hint(p, producer) if dangling <= 20 else None)
             elif p in consumer:
                 bad(f"port '{p}' is already consumed by '{consumer[p]}'", item,
                     "a bijection cannot copy a tensor; use 'cond' to read a port in a prior")
@@ -188,24 +206,24 @@ def analyse(graph: GraphIR) -> Analysis:
                 consumer[p] = item.id
         if isinstance(item, LatentIR) and item.cond is not None and item.cond not in producer:
             bad(f"cond port '{item.cond}' is not produced by any node", item)
+    by_id = {n.id: n for n in graph.nodes}
     for port, prod in producer.items():
         if port not in consumer:
-            item = next((n for n in graph.nodes if n.id == prod), None)
-            bad(f"output '{port}' is never consumed", item,
+            bad(f"output '{port}' is never consumed", by_id.get(prod),
                 "send it to a latent node or another bijector")
     if problems:
         raise SpecError(problems)
 
     # -- forward order (cycles named) ---------------------------------------------
-    by_id = {n.id: n for n in graph.nodes}
     lat_by_id = {lat.id: lat for lat in graph.latents}
     fwd_deps = {
         n.id: [producer[p] for p in n.inputs if producer[p] != "<input>"] for n in graph.nodes
     }
     forward_order, cyclic = _toposort(fwd_deps)
     if cyclic:
+        shown = cyclic if len(cyclic) <= 12 else [*cyclic[:12], f"... ({len(cyclic)} nodes)"]
         for nid in cyclic:
-            bad(f"node is part of a cycle: {' -> '.join(cyclic)}", by_id[nid],
+            bad(f"node is part of a cycle: {' -> '.join(shown)}", by_id[nid],
                 "a flow graph must be acyclic")
         raise SpecError(problems)
 

@@ -16,9 +16,9 @@ from flowspec.errors import DataError, FlowspecError
 
 
 def _data(flow: Flow, data_dir: Any):
-    from flowspec.data import open_dataset
+    from flowspec.data import open_spec_dataset
 
-    return open_dataset(flow.spec.data, data_dir)
+    return open_spec_dataset(flow.spec, data_dir)
 
 
 def _class_context(flow: Flow, n: int, label: int | None):
@@ -43,11 +43,20 @@ def sample_figure(
     data_dir: Any = None,
     label: int | None = None,
     npy: bool = False,
+    context: Any = None,
 ) -> Path:
     """One temperature: a grid (images) or scatter+density (2-D) or energy comparison;
-    several temperatures: one row per temperature. ``npy`` saves raw arrays instead."""
+    several temperatures: one row per temperature. ``npy`` saves raw arrays instead;
+    ``path`` ending in .csv/.tsv/.npy/.npz writes the samples as a data file
+    (:mod:`flowspec.data.export`). ``context``: one context vector (conditional flows)."""
     path = Path(path)
     temps = temperatures or [flow.spec.sample["temperature"]]
+    from flowspec.data.export import EXPORT_SUFFIXES, write_samples
+
+    if path.suffix.lower() in EXPORT_SUFFIXES and not npy:
+        if len(temps) > 1:
+            raise FlowspecError("--temps draws a picture; a data file takes one --temp")
+        return write_samples(flow, path, n, temps[0], context=context, label=label)
     if npy:
         ctx = _class_context(flow, n, label)
         arrays = torch.stack([flow.sample(n, t, ctx).cpu() for t in temps])
@@ -81,7 +90,7 @@ def sample_figure(
 
     test = source.load("test") if source is not None else None
     return draw_samples(flow, source, prep, path, n, temps[0], data=test,
-                        context=_class_context(flow, n, label))
+                        context=context if context is not None else _class_context(flow, n, label))
 
 
 def _latent_batch(flow: Flow, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:

@@ -77,3 +77,61 @@ def write_image_folder(root: Path, n: int = 24, size: tuple[int, int] = (20, 16)
     (root / "list_eval_partition.txt").write_text(
         "".join(f"{name} {0 if i < n * 3 // 4 else 2}\n" for i, name in enumerate(names)))
     return root
+
+
+def write_table(path: Path, x: np.ndarray, context: np.ndarray | None = None,
+                columns: list[str] | None = None, context_names: list[str] | str | None = None,
+                array: str | None = None) -> Path:
+    """``x`` (and ``context``) in the format of ``path``'s suffix: csv with a header
+    (context columns first), npy (x only), npz / safetensors (named arrays)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix
+    if suffix == ".csv":
+        cols = columns or [f"x{i + 1}" for i in range(x.shape[1])]
+        table = x
+        names = list(cols)
+        if context is not None:
+            cnames = ([context_names] if isinstance(context_names, str) else context_names) or \
+                [f"c{i + 1}" for i in range(context.shape[1])]
+            table = np.concatenate([context, x], axis=1)
+            names = list(cnames) + names
+        np.savetxt(path, table, delimiter=",", header=",".join(names), comments="", fmt="%.9g")
+    elif suffix == ".npy":
+        np.save(path, x)
+    else:
+        arrays = {array or "x": x}
+        if context is not None:
+            arrays[context_names if isinstance(context_names, str) else "context"] = context
+        if suffix == ".npz":
+            np.savez(path, **arrays)
+        else:
+            import torch
+            from safetensors.torch import save_file
+
+            save_file({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()},
+                      str(path))
+    return path
+
+
+def write_spec_files(data_dir: Path, spec_paths, rows: int = 200, seed: int = 0) -> list[Path]:
+    """For every spec reading a `file` dataset at a relative path: a small random file of
+    that format, with the spec's columns / array names and its model's shapes (quick)."""
+    from flowspec.spec import load_spec
+
+    rng = np.random.default_rng(seed)
+    written = []
+    for spec_path in spec_paths:
+        spec = load_spec(spec_path, quick=True)
+        dataset = (spec.data or {}).get("dataset") or {}
+        params = dataset.get("file") if isinstance(dataset, dict) else None
+        if not params or Path(params["path"]).is_absolute():
+            continue
+        x = rng.normal(size=(rows, *spec.graph.input_shape)).astype(np.float32)
+        ctx_ir = spec.graph.context
+        ctx = (rng.normal(size=(rows, *ctx_ir.tensor_shape)).astype(np.float32)
+               if ctx_ir is not None and ctx_ir.num_classes is None else None)
+        cols = params.get("columns")
+        written.append(write_table(data_dir / params["path"], x, ctx,
+                                   [cols] if isinstance(cols, str) else cols,
+                                   params.get("context"), params.get("array")))
+    return written

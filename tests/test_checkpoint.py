@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 import torch
 
@@ -50,11 +53,12 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
     save_checkpoint(path, {"w": torch.ones(2)}, "name: old\n")
 
     def boom(*args, **kwargs):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr("flowspec.checkpoint.save_file", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match="disk is full") as info:
         save_checkpoint(path, {"w": torch.zeros(2)}, "name: new\n")
+    assert str(path) in str(info.value)
     assert read_checkpoint(path)["spec"] == "name: old\n"
     assert not list(tmp_path.glob(".*tmp"))
 

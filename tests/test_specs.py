@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fakedata import write_cifar, write_image_folder, write_mnist
+from fakedata import write_cifar, write_image_folder, write_mnist, write_spec_files
 
 import flowspec
 from flowspec.spec import load_spec
@@ -24,6 +24,7 @@ def data_dir(tmp_path_factory):
     write_mnist(d / "mnist", n_train=64, n_test=16)
     write_cifar(d / "cifar-10-batches-py")
     write_image_folder(d / "celeba" / "img_align_celeba", n=24, size=(160, 160))  # > crop 148
+    write_spec_files(d, SPECS)  # specs reading your own files (the `file` dataset)
     return d
 
 
@@ -57,6 +58,8 @@ def test_spec_trains_quick(path, data_dir, tmp_path):
     assert result.step == 2
     flow = flowspec.load(result.run_dir)
     labels = torch.arange(2) % flow.num_classes if flow.num_classes else None
+    if labels is None and flow.context_shape is not None:  # a context vector
+        labels = torch.zeros(flow.context_shape)
     x = flow.sample(2, context=labels)
     assert x.shape == (2, *flow.input_shape) and torch.isfinite(x).all()
     key = "kl_nats" if spec.train["objective"] == "reverse_kl" else "nll_nats"

@@ -3,6 +3,7 @@ elementwise map of the other half, so the inverse and log-det are closed-form.""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -14,6 +15,9 @@ from flowspec.bijectors.masks import MASK_SCHEMA, PARITY_SCHEMA, Partition, mask
 from flowspec.errors import UnknownNameError
 from flowspec.nets import NETS, build_net
 from flowspec.registry import params_schema, ref, split_named
+
+#: floor of the sigmoid scale: its inverse multiplies by at most 1 / 1e-3 = 1000.
+SIGMOID_MIN_LOG_SCALE = math.log(1e-3)
 
 #: conditioner used when ``net`` is null, by the rank of what the conditioner sees.
 VECTOR_NET: dict[str, Any] = {"mlp": {"hidden": [256, 256]}}
@@ -137,7 +141,8 @@ class AdditiveCoupling(Coupling):
         net=NET_SCHEMA,
         scale={"enum": ["tanh", "sigmoid", "exp"], "default": "tanh",
                "description": "tanh: s = a * tanh(h) with a learned per channel (RealNVP); "
-               "sigmoid: multiplier sigmoid(h + 2) (Glow); exp: unbounded exp(h) (unstable)"},
+               "sigmoid: multiplier sigmoid(h + 2), floored at 1e-3 (Glow); exp: unbounded exp(h) "
+               "(unstable)"},
     ),
     category="coupling",
     examples=[
@@ -157,7 +162,8 @@ class AffineCoupling(Coupling):
 
     ``tanh`` (RealNVP): log-scale ``a * tanh(h)`` with ``a`` learned per channel
     (feature for vectors), then ``y = x * exp(s) + t``. ``sigmoid`` (Glow):
-    ``y = (x + t) * sigmoid(h + 2)``. ``exp``: log-scale ``h``, unbounded. The
+    ``y = (x + t) * max(sigmoid(h + 2), 1e-3)``; the floor bounds the inverse's
+    expansion (see :meth:`elementwise`). ``exp``: log-scale ``h``, unbounded. The
     default conditioners start at zero, so the tanh and exp forms start as the
     identity and the sigmoid form as a scaling by sigmoid(2).
     """
@@ -179,7 +185,12 @@ class AffineCoupling(Coupling):
     def elementwise(self, part, h, inverse):
         raw, shift = h[:, 0], h[:, 1]
         if self.scale == "sigmoid":
-            log_scale = F.logsigmoid(raw + 2.0)
+            # Floored: 1 / sigmoid(h + 2) grows like exp(-h), and h grows with the
+            # conditioner's input, so when sampling one out-of-range activation was
+            # multiplied up exponentially, coupling after coupling, to inf (Glow samples
+            # at T >= 0.7). The floor makes each inverse expand at most 1000x; training
+            # data never reaches it (scales stay above ~0.02), so densities are unchanged.
+            log_scale = F.logsigmoid(raw + 2.0).clamp_min(SIGMOID_MIN_LOG_SCALE)
             if inverse:
                 return part * torch.exp(-log_scale) - shift, -log_scale
             return (part + shift) * torch.exp(log_scale), log_scale

@@ -27,7 +27,8 @@ from flowspec.data.preprocess import Preprocessing  # noqa: E402
 from flowspec.data.splits import SPLIT_SCHEMA, WithValidation, split_defaults  # noqa: E402
 
 __all__ = ["DATASETS", "PREPROCESS", "DataSource", "DataSplit", "Preprocessing",
-           "dataset_info", "default_data_dir", "load_image_as", "open_dataset"]
+           "dataset_info", "default_data_dir", "load_image_as", "open_dataset",
+           "open_spec_dataset"]
 
 
 def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -38,8 +39,12 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path("data")
 
 
-def build_source(value: Any, data_dir: Path, path: str = "data.dataset") -> DataSource:
-    """``name`` or ``{name: {params}}`` -> the dataset, parameters checked against its schema."""
+def build_source(value: Any, data_dir: Path, path: str = "data.dataset",
+                 spec_dir: str | os.PathLike | None = None) -> DataSource:
+    """``name`` or ``{name: {params}}`` -> the dataset, parameters checked against its schema.
+
+    ``spec_dir``: the directory of the spec file, where user files (the ``file`` dataset)
+    are also looked for."""
     if isinstance(value, str):
         name, params = value, {}
     elif isinstance(value, dict) and len(value) == 1:
@@ -58,16 +63,20 @@ def build_source(value: Any, data_dir: Path, path: str = "data.dataset") -> Data
     except UnknownNameError as err:
         raise SpecError(Problem(err.message, path)) from None
     check_params(entry, params, f"{path}.{name}")
-    return entry.obj(data_dir, **entry.with_defaults(params))
+    source = entry.obj(data_dir, **entry.with_defaults(params))
+    source.spec_dir = Path(spec_dir) if spec_dir is not None else None
+    return source
 
 
-def open_dataset(data_spec: Any, data_dir: str | os.PathLike | None = None
+def open_dataset(data_spec: Any, data_dir: str | os.PathLike | None = None, *,
+                 spec_dir: str | os.PathLike | None = None
                  ) -> tuple[DataSource, Preprocessing]:
     """A spec's ``data`` section -> (dataset, preprocessing); nothing is loaded yet.
 
     ``data_spec = {"dataset": name | {name: params}, "preprocess": [step, ...],
     "val_fraction": 0.1, "split_seed": 0}``; the dataset returned gives ``train``,
-    ``val`` (when ``val_fraction > 0``) and ``test``.
+    ``val`` (when ``val_fraction > 0``) and ``test``. ``spec_dir`` (the spec file's
+    directory) is searched for relative file paths after ``data_dir``.
     """
     if data_spec is None:
         raise SpecError(Problem("this spec has no data section", "data",
@@ -82,10 +91,18 @@ def open_dataset(data_spec: Any, data_dir: str | os.PathLike | None = None
     steps = data_spec.get("preprocess") or []
     if not isinstance(steps, list):
         raise SpecError(Problem("preprocess must be a list of steps", "data.preprocess"))
-    source = build_source(data_spec["dataset"], default_data_dir(data_dir))
+    source = build_source(data_spec["dataset"], default_data_dir(data_dir), spec_dir=spec_dir)
     split = {**split_defaults(), **{k: data_spec[k] for k in SPLIT_SCHEMA if k in data_spec}}
     return (WithValidation(source, split["val_fraction"], split["split_seed"]),
             Preprocessing(steps, source))
+
+
+def open_spec_dataset(spec: Any, data_dir: str | os.PathLike | None = None
+                      ) -> tuple[DataSource, Preprocessing]:
+    """:func:`open_dataset` for a loaded spec: relative data files are also looked for
+    next to the spec file it came from."""
+    source = getattr(spec, "source", None)
+    return open_dataset(spec.data, data_dir, spec_dir=Path(source).parent if source else None)
 
 
 def dataset_info(source: DataSource, prep: Preprocessing | None = None,

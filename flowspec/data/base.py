@@ -20,12 +20,16 @@ class DataSplit:
     """One split of a dataset, whole, as tensors (the datasets here fit in memory).
 
     ``x`` is uint8 ``[N, C, H, W]`` for images and float32 ``[N, D]`` for continuous
-    data; ``y`` int64 class labels ``[N]``; ``attrs`` bool ``[N, A]`` attribute flags.
+    data; ``y`` int64 class labels ``[N]``; ``attrs`` bool ``[N, A]`` attribute flags;
+    ``context`` float32 ``[N, K...]``, the condition of a conditional density
+    ``p(x | context)`` (flows with ``model.context: {shape: [K]}``; class-conditional
+    flows read ``y``).
     """
 
     x: torch.Tensor
     y: torch.Tensor | None = None
     attrs: torch.Tensor | None = None
+    context: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -44,6 +48,9 @@ class DataSource:
     num_classes: int | None = None
     attribute_names: list[str] | None = None
     entropy: float | None = None
+    #: directory of the spec file the dataset was declared in (set by ``open_dataset``);
+    #: sources reading user files resolve relative paths against it after the data dir
+    spec_dir: Path | None = None
 
     def __init__(self, data_dir: Path | None = None, **params: Any):
         self.data_dir = Path(data_dir) if data_dir is not None else None

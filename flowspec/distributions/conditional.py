@@ -15,6 +15,8 @@ from flowspec.nets.glow_cnn import ZeroConv2d, ZeroLinear
 from flowspec.registry import params_schema, ref
 
 _LOG_2PI = math.log(2 * math.pi)
+#: ceiling of a split prior's predicted log-scale (std <= e^5 ~ 148), see ConditionalGaussian
+MAX_LOG_SCALE = 5.0
 
 
 def _gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor):
@@ -57,6 +59,11 @@ class ConditionalGaussian(_PredictedGaussian):
     log-scale when ``cond`` and the latent are images of the same size, a linear
     map on the flattened tensors otherwise), so the prior starts as N(0, I).
     ``net`` replaces it; it then also sees the flow's context.
+
+    The predicted log-scale is capped at ``MAX_LOG_SCALE`` = 5: it is linear in the
+    conditioning half, so when sampling an out-of-range activation there gave
+    ``exp(log-scale) = inf``. The factored-out half is unit-scale after actnorm; data
+    never asks for a std above e^5, so densities are unchanged.
     """
 
     needs_cond = True
@@ -87,10 +94,13 @@ class ConditionalGaussian(_PredictedGaussian):
         if cond is None:
             raise FlowspecError("conditional_gaussian was called without its cond tensor")
         if self._flatten:
-            return self._params(self.predictor(cond.reshape(cond.shape[0], -1)))
-        if self.uses_context:
-            return self._params(self.predictor(cond, context))
-        return self._params(self.predictor(cond))
+            h = self.predictor(cond.reshape(cond.shape[0], -1))
+        elif self.uses_context:
+            h = self.predictor(cond, context)
+        else:
+            h = self.predictor(cond)
+        mean, log_scale = self._params(h)
+        return mean, log_scale.clamp_max(MAX_LOG_SCALE)
 
     def log_prob(self, z, context=None, cond=None):
         mean, log_scale = self._predict(cond, context)

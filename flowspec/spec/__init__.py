@@ -6,7 +6,7 @@ editors use. See docs/spec-language.md for the language itself.
 
 from __future__ import annotations
 
-from flowspec.spec.load import Spec, load_spec
+from flowspec.spec.load import Spec, load_spec, load_spec_text
 from flowspec.spec.schema import spec_schema
 
-__all__ = ["Spec", "load_spec", "spec_schema"]
+__all__ = ["Spec", "load_spec", "load_spec_text", "spec_schema"]

@@ -12,6 +12,7 @@ written as text.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import math
 import operator
@@ -20,6 +21,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from flowspec.registry import did_you_mean
+from flowspec.spec.limits import (
+    MAX_EXPR_CHARS,
+    MAX_EXPR_DEPTH,
+    MAX_EXPR_TERMS,
+    MAX_INT_DIGITS,
+    digits_ok,
+)
 
 EXPR_RE = re.compile(r"\$\{([^{}]*)\}")
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -30,7 +38,6 @@ _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Pow: operator.pow,
 }
 _FUNCS = {"min": min, "max": max}
-_MAX_POW = 4096
 
 
 class ExprError(ValueError):
@@ -41,13 +48,51 @@ class ExprError(ValueError):
         self.message, self.hint = message, hint
 
 
+_SYNTAX_HINT = "expressions are arithmetic: numbers, variables, + - * / // % **, min(), max()"
+
+
+def _short(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+@functools.lru_cache(maxsize=4096)
 def _parse(text: str) -> ast.Expression:
+    """Parse, refusing expressions too long, too big or too deep to evaluate safely.
+
+    Cached: a repeated body evaluates the same few expressions once per copy (the
+    trees are only read).
+    """
+    if len(text) > MAX_EXPR_CHARS:
+        raise ExprError(f"the expression '${{{_short(text)}}}' is longer than {MAX_EXPR_CHARS} "
+                        "characters", "split it into variables")
     try:
-        return ast.parse(text.strip(), mode="eval")
-    except SyntaxError:
-        raise ExprError(f"cannot parse the expression '${{{text}}}'",
-                        "expressions are arithmetic: numbers, variables, + - * / // % **, "
-                        "min(), max()") from None
+        tree = ast.parse(text.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        raise ExprError(f"cannot parse the expression '${{{_short(text)}}}'",
+                        _SYNTAX_HINT) from None
+    terms, depth = _size(tree.body)
+    if terms > MAX_EXPR_TERMS:
+        raise ExprError(f"the expression '${{{_short(text)}}}' has more than {MAX_EXPR_TERMS} "
+                        "terms", "split it into variables")
+    if depth > MAX_EXPR_DEPTH:
+        raise ExprError(f"the expression '${{{_short(text)}}}' nests more than "
+                        f"{MAX_EXPR_DEPTH} levels", "split it into variables")
+    return tree
+
+
+def _size(root: ast.AST) -> tuple[int, int]:
+    """(number of syntax nodes, depth), without recursion (the tree may be deep)."""
+    count, deepest = 0, 0
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        deepest = max(deepest, depth)
+        if count > MAX_EXPR_TERMS:
+            break
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node)
+                     if not isinstance(child, (ast.operator, ast.unaryop, ast.expr_context)))
+    return count, deepest
 
 
 def names_in(text: str) -> list[str]:
@@ -65,8 +110,9 @@ def _number(v: Any) -> bool:
 def _walk(node: ast.AST, lookup: Callable[[str], Any]) -> Any:
     if isinstance(node, ast.Constant):
         if _number(node.value):
-            return node.value
-        raise ExprError(f"only numbers may appear in expressions, got {node.value!r}")
+            return _checked(node.value)
+        raise ExprError(f"only numbers may appear in expressions, got "
+                        f"{_short(repr(node.value))}")
     if isinstance(node, ast.Name):
         return lookup(node.id)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
@@ -77,10 +123,10 @@ def _walk(node: ast.AST, lookup: Callable[[str], Any]) -> Any:
         a, b = _walk(node.left, lookup), _walk(node.right, lookup)
         _need_number(a, "arithmetic")
         _need_number(b, "arithmetic")
-        if isinstance(node.op, ast.Pow) and abs(b) > _MAX_POW and abs(a) > 1:
-            raise ExprError(f"exponent {b} is too large")
+        if isinstance(node.op, ast.Pow):
+            _check_power(a, b)
         try:
-            return _BINOPS[type(node.op)](a, b)
+            return _checked(_BINOPS[type(node.op)](a, b))
         except ZeroDivisionError:
             raise ExprError("division by zero") from None
         except OverflowError:
@@ -93,6 +139,29 @@ def _walk(node: ast.AST, lookup: Callable[[str], Any]) -> Any:
         return _FUNCS[node.func.id](args)
     raise ExprError("expressions may only use numbers, variables, + - * / // % **, "
                     "parentheses, min() and max()")
+
+
+def _check_power(a: Any, b: Any) -> None:
+    """Refuse ``a ** b`` whose integer result would be too long, *before* computing it."""
+    if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1:
+        digits = b * math.log10(abs(a)) if digits_ok(a) else math.inf
+        if digits > MAX_INT_DIGITS:
+            raise ExprError(f"{_short(str(a)) if digits_ok(a) else 'a huge number'} ** {b} has "
+                            f"more than {MAX_INT_DIGITS} digits",
+                            f"integers in expressions have at most {MAX_INT_DIGITS} digits")
+    if isinstance(b, complex) or (isinstance(a, (int, float)) and a < 0 and isinstance(b, float)
+                                  and not b.is_integer()):
+        raise ExprError(f"{a} ** {b} is not a real number")
+
+
+def _checked(v: Any) -> Any:
+    """Every intermediate integer is bounded, so no operation can take long."""
+    if isinstance(v, complex):
+        raise ExprError("the result is not a real number")
+    if isinstance(v, int) and not isinstance(v, bool) and not digits_ok(v):
+        raise ExprError(f"the result has more than {MAX_INT_DIGITS} digits",
+                        f"integers in expressions have at most {MAX_INT_DIGITS} digits")
+    return v
 
 
 def _need_number(v: Any, what: str) -> None:
@@ -112,7 +181,7 @@ def evaluate(text: str, env: Mapping[str, Any]) -> Any:
     value = _walk(tree.body, lookup)
     if isinstance(value, float) and not math.isfinite(value) and not isinstance(
             tree.body, ast.Name):
-        raise ExprError(f"'${{{text}}}' is not a finite number")
+        raise ExprError(f"'${{{_short(text)}}}' is not a finite number")
     return value
 
 

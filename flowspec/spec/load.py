@@ -13,15 +13,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowspec.errors import Location, SpecError
+from flowspec.errors import Location, Problem, SpecError
 from flowspec.graph import GraphIR, analyse
 from flowspec.registry import did_you_mean
 from flowspec.spec import schema as S
 from flowspec.spec.expand import Expander
+from flowspec.spec.limits import MAX_SPEC_BYTES
 from flowspec.spec.lower import Lowerer
-from flowspec.spec.overrides import Override, apply_override, parse_overrides
+from flowspec.spec.overrides import Override, apply_override, declared_var, parse_overrides
 from flowspec.spec.problems import Problems, join_path
-from flowspec.spec.source import LDict, child_loc, dump_yaml, located, parse_yaml, plain
+from flowspec.spec.source import (
+    LDict,
+    check_data,
+    child_loc,
+    dump_yaml,
+    located,
+    parse_yaml,
+    plain,
+)
 from flowspec.spec.validate import Validator, fill_defaults, show
 
 
@@ -45,12 +54,24 @@ class Spec:
         return dump_yaml(self.document)
 
 
+class SpecText(str):
+    """YAML text that is never taken for a file path, whatever it contains (a spec
+    stored in a checkpoint is data: a one-line value must not open a file)."""
+
+
+def load_spec_text(text: str, overrides: list[str] | dict | None = None, *,
+                   quick: bool = False) -> Spec:
+    """:func:`load_spec` on YAML text, never on a path (for specs read from files' metadata)."""
+    return load_spec(SpecText(text), overrides, quick=quick)
+
+
 def _read(source: str | os.PathLike | dict) -> tuple[Any, str | None, str, list]:
     """-> (located document, file label, default name, load problems)."""
     if isinstance(source, dict):
+        check_data(source)
         return located(plain(source), None), None, "spec", []
-    if isinstance(source, str) and "\n" in source:
-        doc, problems = parse_yaml(source, None)
+    if isinstance(source, SpecText) or (isinstance(source, str) and "\n" in source):
+        doc, problems = parse_yaml(str(source), None)  # the C parser takes plain str only
         return doc, None, "spec", problems
     path = Path(source)
     if not path.is_file():
@@ -59,6 +80,9 @@ def _read(source: str | os.PathLike | dict) -> tuple[Any, str | None, str, list]
             raise SpecError(f"{path} is not a file", hint=hint)
         raise SpecError(f"no such spec file: {path}", hint=hint)
     try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(Problem(f"the spec is larger than {MAX_SPEC_BYTES:,} bytes", "",
+                                    Location(str(path)), "see 'Limits' in docs/spec-language.md"))
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError(f"cannot read {path}: {err}") from None
@@ -85,11 +109,13 @@ def _check_quick_paths(doc: LDict, problems: Problems) -> None:
         return
     for key in quick:
         top = str(key).split(".")[0].split("[")[0]
+        kloc = quick.key_loc(key) if isinstance(quick, LDict) else None
         if top not in S.TOP_KEYS or top == "quick":
             sug = did_you_mean(top, list(S.TOP_KEYS))
-            problems.add(f"unknown section '{top}'", join_path("quick", key),
-                         quick.key_loc(key) if isinstance(quick, LDict) else None,
+            problems.add(f"unknown section '{top}'", join_path("quick", key), kloc,
                          f"did you mean '{sug[0]}'?" if sug else None)
+        elif top == "vars" and str(key).count(".") >= 1:
+            declared_var(doc, str(key).split(".")[1], join_path("quick", key), kloc, problems)
 
 
 def _data(raw: Any, loc: Location | None, validator: Validator, problems: Problems) -> dict:

@@ -20,6 +20,7 @@ an item's single output is named by its ``id`` (multi-output nodes default to
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from flowspec.registry import Registry, did_you_mean, split_named
 from flowspec.spec import schema as S
 from flowspec.spec.expand import Expander
 from flowspec.spec.expr import IDENT_RE
+from flowspec.spec.limits import MAX_INPUT_ELEMENTS, LimitReached, UnrollBudget
 from flowspec.spec.problems import Problems, join_path
 from flowspec.spec.source import LDict, child_loc, plain
 from flowspec.spec.validate import Validator, show
@@ -64,6 +66,15 @@ class Lowerer:
         self.latents: list[LatentIR] = []
         self.aliases: dict[str, str] = {}
         self.blocks: dict[str, BlockDef] = {}
+        self.budget = UnrollBudget(problems)
+
+    def add_node(self, node: NodeIR) -> None:
+        self.nodes.append(node)
+        self.budget.item(node.id, node.path, node.loc)
+
+    def add_latent(self, latent: LatentIR) -> None:
+        self.latents.append(latent)
+        self.budget.item(latent.id, latent.path, latent.loc)
 
     # -- helpers -------------------------------------------------------------------------------
     def bad(self, message: str, path: str, loc: Location | None, hint: str | None = None) -> None:
@@ -146,6 +157,7 @@ class Lowerer:
             self.validator.unknown("block", name, sorted(self.blocks), join_path(path, "block"),
                                    bloc)
             return port
+        self.budget.step(path, loc)
         if name in stack:
             self.bad(f"block '{name}' uses itself ({' -> '.join([*stack, name])})",
                      join_path(path, "block"), bloc, "blocks cannot be recursive")
@@ -234,13 +246,18 @@ class Lowerer:
                        child_loc(item, "repeat") or loc)
         if n is None:
             return port
+        rpath, rloc = join_path(path, "repeat"), child_loc(item, "repeat") or loc
         for r in range(n):
+            before = self.budget.mark()
+            self.budget.step(path, loc)
             renv = {**env, var: r} if var else env
             if has_body:
                 port = self.chain(item["body"], join_path(path, "body"), port, f"{prefix}.{r}",
                                   renv, stack, index_always=False)
             else:
                 port = self.call_block(item, path, loc, port, f"{prefix}.{r}", renv, stack)
+            if r == 0:
+                self.budget.projected(before, n, rpath, rloc)
         return port
 
     def node(self, item: Any, path: str, loc: Location | None, port: str, prefix: str,
@@ -260,8 +277,8 @@ class Lowerer:
                      "use factor_out, or write the model as an explicit graph:")
             return port
         nid = f"{prefix}.{name}"
-        self.nodes.append(NodeIR(nid, name, plain(params), [port], [nid],
-                                 path=join_path(path, name), loc=loc))
+        self.add_node(NodeIR(nid, name, plain(params), [port], [nid],
+                             path=join_path(path, name), loc=loc))
         return nid
 
     def factor_out(self, item: Any, path: str, loc: Location | None, port: str, prefix: str,
@@ -299,23 +316,24 @@ class Lowerer:
             return port
         sid = f"{prefix}.{S.FACTOR_OUT_NODE}"
         kept, out = f"{sid}.0", f"{sid}.1"
-        self.nodes.append(NodeIR(sid, S.FACTOR_OUT_NODE, plain(split_params), [port],
-                                 [kept, out], path=fpath, loc=loc))
+        self.add_node(NodeIR(sid, S.FACTOR_OUT_NODE, plain(split_params), [port],
+                             [kept, out], path=fpath, loc=loc))
         pname, pparams, pentry = got
         needs_cond = bool(pentry is not None and getattr(pentry.obj, "needs_cond", False))
-        self.latents.append(LatentIR(f"{prefix}.factor_out", pname, plain(pparams), out,
-                                     kept if needs_cond else None, path=fpath, loc=loc))
+        self.add_latent(LatentIR(f"{prefix}.factor_out", pname, plain(pparams), out,
+                                 kept if needs_cond else None, path=fpath, loc=loc))
         return kept
 
     # -- graphs --------------------------------------------------------------------------------
-    def rename_port(self, old: str, new: str) -> None:
+    def rename_port(self, old: str, new: str, first_node: int = 0, first_latent: int = 0) -> None:
+        """Rename ``old`` in the items from ``first_node``/``first_latent`` on (one chain's)."""
         def r(p: str | None) -> str | None:
             return new if p == old else p
 
-        for n in self.nodes:
+        for n in self.nodes[first_node:]:
             n.inputs = [r(p) for p in n.inputs]  # type: ignore[misc]
             n.outputs = [r(p) for p in n.outputs]  # type: ignore[misc]
-        for lat in self.latents:
+        for lat in self.latents[first_latent:]:
             lat.input = r(lat.input)  # type: ignore[assignment]
             lat.cond = r(lat.cond)
 
@@ -413,7 +431,7 @@ class Lowerer:
         else:
             n_out = entry.obj.n_out if entry is not None else 1
             outs = [nid] if n_out == 1 else [f"{nid}.{j}" for j in range(n_out)]
-        self.nodes.append(NodeIR(nid, name, plain(params), ins, outs, path=path, loc=loc))
+        self.add_node(NodeIR(nid, name, plain(params), ins, outs, path=path, loc=loc))
 
     def graph_latent(self, item: dict, nid: str, ins: list[str], path: str,
                      loc: Location | None, env: dict) -> None:
@@ -434,8 +452,7 @@ class Lowerer:
         if got is None:
             return
         name, params, _ = got
-        self.latents.append(LatentIR(nid, name, plain(params), ins[0], cond, path=path,
-                                     loc=loc))
+        self.add_latent(LatentIR(nid, name, plain(params), ins[0], cond, path=path, loc=loc))
 
     def graph_chain(self, item: dict, kind: str, nid: str, ins: list[str], path: str,
                     loc: Location | None, env: dict) -> None:
@@ -444,6 +461,7 @@ class Lowerer:
                      child_loc(item, "in") or loc)
             return
         start = port = ins[0]
+        first_node, first_latent = len(self.nodes), len(self.latents)
         var = item.get("as")
         if "repeat" in item:
             n = self.count(item["repeat"], env, join_path(path, "repeat"),
@@ -454,6 +472,9 @@ class Lowerer:
         else:
             reps = [None]
         for r in reps:
+            before = self.budget.mark()
+            if r is not None:
+                self.budget.step(path, loc)
             renv = {**env, var: r} if (var and r is not None) else env
             prefix = nid if r is None else f"{nid}.{r}"
             if kind == "flow":
@@ -461,13 +482,22 @@ class Lowerer:
                                   loc=child_loc(item, "flow") or loc)
             else:
                 port = self.call_block(item, path, loc, port, prefix, renv, [])
+            if r == 0:
+                self.budget.projected(before, len(reps), join_path(path, "repeat"),
+                                      child_loc(item, "repeat") or loc)
         if port == start:
             self.aliases[nid] = start
-        else:
-            self.rename_port(port, nid)
+        else:  # the chain's end is produced (and read as a cond) only inside the chain
+            self.rename_port(port, nid, first_node, first_latent)
 
     # -- the model -----------------------------------------------------------------------------
     def model(self, model: Any, loc: Location | None) -> GraphIR | None:
+        try:
+            return self._model(model, loc)
+        except LimitReached:
+            return None
+
+    def _model(self, model: Any, loc: Location | None) -> GraphIR | None:
         if model is None:
             self.bad("missing section 'model'", "model", loc,
                      "add model: {input: [...], flow: [...]}")
@@ -486,6 +516,11 @@ class Lowerer:
             value = self.ev(model["input"], env, "model.input", iloc)
             if self.validator.check(value, _SHAPE, "model.input", iloc):
                 shape = tuple(value)
+                if math.prod(shape) > MAX_INPUT_ELEMENTS:
+                    self.bad(f"an example of shape {show(value)} has more than "
+                             f"{MAX_INPUT_ELEMENTS:,} elements", "model.input", iloc,
+                             "see 'Limits' in docs/spec-language.md")
+                    shape = None
         context = self.context(model.get("context"), child_loc(model, "context") or mloc)
         if "context_net" in model:
             self.context_net(context, model["context_net"], model.key_loc("context_net")
@@ -506,8 +541,8 @@ class Lowerer:
                                              what="prior")
             if got is not None:
                 name, params, _ = got
-                self.latents.append(LatentIR("z", name, plain(params), end, None,
-                                             path="model.prior", loc=ploc))
+                self.add_latent(LatentIR("z", name, plain(params), end, None,
+                                         path="model.prior", loc=ploc))
         else:
             if "prior" in model:
                 self.bad("model.prior is the prior of a sequential flow's end; a graph names "
@@ -559,6 +594,11 @@ class Lowerer:
                      "model.context", loc)
             return None
         if not self.validator.check(value, schema, "model.context", loc):
+            return None
+        size = value["classes"] if "classes" in value else math.prod(value["shape"])
+        if size > MAX_INPUT_ELEMENTS:
+            self.bad(f"a context of more than {MAX_INPUT_ELEMENTS:,} elements is too large",
+                     "model.context", loc, "see 'Limits' in docs/spec-language.md")
             return None
         if "classes" in value:
             return ContextIR(num_classes=value["classes"])

@@ -17,7 +17,15 @@ from flowspec.errors import Location
 from flowspec.registry import did_you_mean
 from flowspec.spec.problems import Problems, join_path
 from flowspec.spec.schema import TOP_KEYS
-from flowspec.spec.source import LDict, LList, child_loc, located, parse_yaml, plain
+from flowspec.spec.source import (
+    LDict,
+    LList,
+    check_data,
+    child_loc,
+    located,
+    parse_yaml,
+    plain,
+)
 from flowspec.spec.validate import show
 
 _SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -60,6 +68,7 @@ def parse_overrides(overrides: list[str] | dict | None, problems: Problems) -> l
     if isinstance(overrides, dict):
         for path, value in overrides.items():
             loc = Location(f"override {path}")
+            check_data(value, loc)
             out.append(Override(str(path), located(plain(value), loc), loc))
         return out
     for text in overrides:
@@ -92,6 +101,9 @@ def apply_override(doc: LDict, ov: Override, problems: Problems) -> None:
         sug = did_you_mean(str(top), list(TOP_KEYS))
         problems.add(f"unknown section '{top}'", ov.path, ov.path_loc,
                      f"did you mean '{sug[0]}'?" if sug else "sections: " + ", ".join(TOP_KEYS))
+        return
+    if top == "vars" and len(segs) > 1 and not declared_var(doc, segs[1], ov.path, ov.path_loc,
+                                                            problems):
         return
     cur: Any = doc
     here = ""
@@ -141,3 +153,22 @@ def apply_override(doc: LDict, ov: Override, problems: Problems) -> None:
                          "or a list", ov.path, ov.path_loc)
             return
         cur = child
+
+
+def declared_var(doc: LDict, name: str | int, path: str, loc: Location | None,
+                 problems: Problems) -> bool:
+    """An override may change a variable, never add one: a typo would be silently unused."""
+    declared = doc.get("vars")
+    names = [str(k) for k in declared] if isinstance(declared, dict) else []
+    if str(name) in names:
+        return True
+    sug = [n for n in names if n.lower() == str(name).lower()] or did_you_mean(str(name), names)
+    if sug:
+        hint = f"did you mean 'vars.{sug[0]}'?"
+    elif names:
+        hint = "the spec declares: " + ", ".join(names)
+    else:
+        hint = "the spec declares no vars: add it under vars: first"
+    problems.add(f"unknown variable '{name}': overrides change declared variables only",
+                 path, loc, hint)
+    return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flowspec.errors import Location, Problem, SpecError
+from flowspec.spec.limits import MAX_LISTED_PROBLEMS
 
 
 def join_path(path: str, key: str | int) -> str:
@@ -53,8 +54,17 @@ class Problems:
         return len(self.items)
 
     def raise_if_any(self) -> None:
+        """Raise one :class:`SpecError` with the problems in file order (the first ones only)."""
         if self.items:
-            raise SpecError(sorted(self.items, key=_position))
+            listed = sorted(self.items, key=_position)
+            if len(listed) > MAX_LISTED_PROBLEMS:
+                more = len(listed) - MAX_LISTED_PROBLEMS
+                listed = [*listed[:MAX_LISTED_PROBLEMS],
+                          Problem(f"... and {more:,} more problems", "", Location(self.file),
+                                  "fix these first; most of the rest often follow from them")]
+            error = SpecError(listed)
+            error.total = len(self.items)  # type: ignore[attr-defined]  # for the CLI's count
+            raise error
 
 
 def _position(p: Problem) -> tuple:

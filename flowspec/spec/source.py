@@ -20,6 +20,13 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from flowspec.errors import Location, Problem, SpecError
+from flowspec.spec.limits import (
+    MAX_INT_DIGITS,
+    MAX_NESTING,
+    MAX_SPEC_BYTES,
+    MAX_YAML_VALUES,
+    digits_ok,
+)
 
 _T = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL, SEQ, MAP, MERGE = (
@@ -104,6 +111,32 @@ def located(value: Any, loc: Location | None) -> Any:
     return value
 
 
+def check_data(value: Any, where: Location | None = None) -> None:
+    """Plain data (a dict spec, an override value) within the limits YAML text is held to.
+
+    Nesting depth, number of values and integer sizes, walked without recursion;
+    raises :class:`SpecError`. Then :func:`located` and :func:`plain` (recursive) are safe.
+    """
+    count = 0
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise SpecError(Problem(f"the spec has more than {MAX_YAML_VALUES:,} values", "",
+                                    where))
+        if depth > MAX_NESTING:
+            raise SpecError(Problem(f"values are nested more than {MAX_NESTING} levels deep",
+                                    "", where, "flatten the structure"))
+        if isinstance(v, int) and not isinstance(v, bool) and not digits_ok(v):
+            raise SpecError(Problem(f"an integer of more than {MAX_INT_DIGITS} digits is too "
+                                    "large", "", where))
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend((x, depth + 1) for x in v)
+
+
 def plain(value: Any) -> Any:
     """Located containers (and tuples) -> plain ``dict``/``list``: JSON and YAML safe."""
     if isinstance(value, dict):
@@ -138,6 +171,13 @@ _Resolver.add_implicit_resolver(NULL, _NULL_RE, ["~", "n", "N", ""])
 _Resolver.add_implicit_resolver(MERGE, re.compile(r"^(?:<<)$"), ["<"])
 
 
+class _TooDeep(Exception):
+    """Raised by the composer past :data:`MAX_NESTING` levels (before Python's stack runs out)."""
+
+    def __init__(self, mark: Any):
+        self.mark = mark
+
+
 class _Loader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser,
               yaml.composer.Composer, _Resolver):
     """Parses and composes nodes only: nothing is ever constructed from a tag."""
@@ -148,14 +188,30 @@ class _Loader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser,
         yaml.parser.Parser.__init__(self)
         yaml.composer.Composer.__init__(self)
         _Resolver.__init__(self)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # PyYAML's composer recurses
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _short_tag(tag: str) -> str:
     return "!!" + tag[len(_T):] if tag.startswith(_T) else tag
 
 
+def _short(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
 def _int(text: str) -> int:
     t = text.replace("_", "")
+    if len(t.lstrip("+-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of more than {MAX_INT_DIGITS} digits is too large")
     sign = -1 if t.startswith("-") else 1
     t = t.lstrip("+-")
     if t.startswith("0x"):
@@ -193,6 +249,10 @@ class _Builder:
         if id(node) in self._active:
             self.bad("an alias refers to itself (recursive YAML structure)", node)
             return None
+        if len(self._active) >= MAX_NESTING:  # an alias inside an alias inside ...
+            raise SpecError(Problem(
+                f"values are nested more than {MAX_NESTING} levels deep (through aliases)", "",
+                self.loc(node), "flatten the structure"))
         self._active.add(id(node))
         try:
             if isinstance(node, ScalarNode):
@@ -220,8 +280,9 @@ class _Builder:
                 return text.lower() == "true"
             if tag == NULL:
                 return None
-        except ValueError:
-            self.bad(f"'{text}' is not a valid {_short_tag(tag)}", node)
+        except ValueError as err:
+            why = str(err) if "too large" in str(err) else None
+            self.bad(f"'{_short(text)}' is not a valid {_short_tag(tag)}", node, why)
             return None
         self._tag_error(node)
         return None
@@ -247,7 +308,7 @@ class _Builder:
                 continue
             key = self.build(key_node)
             if not isinstance(key, str):
-                self.bad(f"keys must be names (text), got {key!r}", key_node,
+                self.bad(f"keys must be names (text), got {_short(repr(key))}", key_node,
                          "quote the key if it is meant as text")
                 continue
             if key in out:
@@ -271,17 +332,48 @@ class _Builder:
         return good
 
 
-def parse_yaml(text: str, file: str | None = None) -> tuple[Any, list[Problem]]:
-    """YAML text -> (located data, problems found while building it).
+_FAILED = object()
+_Fast: Any = None
+try:  # libyaml composes several times faster; PyYAML's wheels ship it
+    from yaml._yaml import CParser
 
-    Syntax errors cannot be recovered from and raise :class:`SpecError` at once,
-    located at the parser's mark. Other problems (duplicate keys, tags) are
-    returned so the caller can report them together with everything else; a
-    value with a forbidden tag is loaded as null.
+    class _Fast(CParser, _Resolver):  # type: ignore[no-redef]
+        """libyaml's composer with this module's resolver: nodes only, as :class:`_Loader`."""
+
+        def __init__(self, stream: str):
+            CParser.__init__(self, stream)
+            _Resolver.__init__(self)
+except ImportError:  # pragma: no cover - a PyYAML built without libyaml
+    pass
+
+
+def _compose_fast(text: str) -> Any:
+    """Compose with libyaml; ``_FAILED`` on any error (or without libyaml).
+
+    Errors are then reported by PyYAML's own parser (:func:`_compose`), whose
+    messages and positions the tests pin down.
     """
-    loader = _Loader(text)
+    if _Fast is None:
+        return _FAILED
     try:
-        node = loader.get_single_node()
+        return _Fast(text).get_single_node()
+    except (yaml.YAMLError, RecursionError, MemoryError):
+        return _FAILED
+
+
+def _compose(text: str, file: str | None) -> Any:
+    """Compose with PyYAML's own parser; every failure becomes a located :class:`SpecError`."""
+    loader = None
+    try:
+        loader = _Loader(text)
+        return loader.get_single_node()
+    except yaml.reader.ReaderError as err:  # a character YAML does not allow
+        raise SpecError(_bad_character(err, text, file)) from None
+    except _TooDeep as deep:
+        mark = deep.mark
+        raise SpecError(Problem(f"values are nested more than {MAX_NESTING} levels deep", "",
+                                Location(file, mark.line + 1, mark.column + 1),
+                                "flatten the structure")) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
@@ -294,11 +386,103 @@ def parse_yaml(text: str, file: str | None = None) -> tuple[Any, list[Problem]]:
     except yaml.YAMLError as err:
         raise SpecError(Problem(f"invalid YAML: {err}", "", Location(file))) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
+
+
+def parse_yaml(text: str, file: str | None = None) -> tuple[Any, list[Problem]]:
+    """YAML text -> (located data, problems found while building it).
+
+    Syntax errors cannot be recovered from and raise :class:`SpecError` at once,
+    located at the parser's mark. Other problems (duplicate keys, tags) are
+    returned so the caller can report them together with everything else; a
+    value with a forbidden tag is loaded as null.
+    """
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(Problem(f"the YAML text is larger than {MAX_SPEC_BYTES:,} bytes", "",
+                                Location(file), "see 'Limits' in docs/spec-language.md"))
+    node = _compose_fast(text)
+    if node is _FAILED:  # the pure-Python composer says what is wrong, and where
+        node = _compose(text, file)
     if node is None:
         return None, []
+    _check_expanded_size(node, file)
     problems: list[Problem] = []
     return _Builder(file, problems).build(node), problems
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return node.value
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _check_expanded_size(root: Node, file: str | None) -> None:
+    """Refuse a document whose aliases expand it past :data:`MAX_YAML_VALUES` values.
+
+    Composed YAML shares an aliased node; building copies it at every use, so nine
+    aliases of nine aliases ... ("billion laughs") build billions of values from a
+    few lines. Sizes are computed on the shared nodes first, in linear time.
+    """
+    if isinstance(root, ScalarNode):
+        return
+    size: dict[int, int] = {}
+    uses: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_.discard(key)
+            size[key] = 1 + sum(1 if isinstance(c, ScalarNode) else size.get(id(c), 1)
+                                for c in _children(node))
+            continue
+        uses[key] = uses.get(key, 0) + 1
+        if key in size or key in open_:  # shared (or recursive: reported when built)
+            continue
+        open_.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if not isinstance(c, ScalarNode))
+    total = size[id(root)]
+    if total <= MAX_YAML_VALUES:
+        return
+    shared = [n for n in _all_nodes(root) if uses.get(id(n), 0) > 1 and _children(n)]
+    where = max(shared, key=lambda n: size[id(n)] * uses[id(n)], default=root)
+    m = where.start_mark
+    raise SpecError(Problem(
+        f"aliases expand the YAML to {total:,} values (at most {MAX_YAML_VALUES:,})", "",
+        Location(file, m.line + 1, m.column + 1),
+        "each alias (*name) copies the anchored value (&name) written here; "
+        "aliases of aliases multiply"))
+
+
+def _all_nodes(root: Node) -> list[Node]:
+    seen: set[int] = set()
+    out, stack = [], [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        out.append(node)
+        stack.extend(_children(node))
+    return out
+
+
+def _bad_character(err: yaml.reader.ReaderError, text: str, file: str | None) -> Problem:
+    """A control character (or other non-printable) at its line and column."""
+    pos = err.position if isinstance(err.position, int) else 0
+    line = text.count("\n", 0, pos) + 1
+    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    char = err.character
+    point = ord(char) if isinstance(char, str) else int(char)
+    escape = f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}"
+    return Problem(f"invalid YAML: the control character U+{point:04X} is not allowed", "",
+                   Location(file, line, col),
+                   f'remove it; inside a double-quoted string write it as "{escape}"')
 
 
 # -- dumping: text that reads back identically ------------------------------------------------

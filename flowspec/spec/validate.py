@@ -17,11 +17,13 @@ It implements the part of JSON Schema the registries use: ``type``, ``enum``,
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
 from flowspec.errors import Location
 from flowspec.registry import Entry, Registry, did_you_mean
+from flowspec.spec.limits import MAX_INT, MAX_INT_DIGITS, digits_ok
 from flowspec.spec.problems import Problems, join_path
 from flowspec.spec.schema import shorthand_param
 from flowspec.spec.source import LDict, child_loc
@@ -43,8 +45,15 @@ def show(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping" if value else "an empty mapping"
     if isinstance(value, list):
-        text = json.dumps(value, default=str)
-        return text if len(text) <= 60 else f"a list of {len(value)} items"
+        if len(value) > 20:
+            return f"a list of {len(value)} items"
+        try:
+            text = json.dumps(value, default=str)
+        except (ValueError, RecursionError):  # an integer too long to print, or too deep
+            text = ""
+        return text if 0 < len(text) <= 60 else f"a list of {len(value)} items"
+    if isinstance(value, int) and not digits_ok(value):
+        return f"an integer of more than {MAX_INT_DIGITS} digits"
     return str(value)
 
 
@@ -293,6 +302,14 @@ class Validator:
         return False
 
     def _number(self, v: float, s: Schema, path: str, loc: Location | None) -> None:
+        if isinstance(v, float) and not math.isfinite(v):
+            self.problems.add(f"expected a finite number, got {show(v)}", path, loc,
+                              ".inf and .nan are not allowed where a number is expected")
+            return
+        if isinstance(v, int) and not -MAX_INT <= v <= MAX_INT:
+            self.problems.add(f"{show(v)} is too large (numbers in a spec are at most "
+                              f"2**63 - 1)", path, loc, f"expected {describe(s)}")
+            return
         ok = (("minimum" not in s or v >= s["minimum"])
               and ("exclusiveMinimum" not in s or v > s["exclusiveMinimum"])
               and ("maximum" not in s or v <= s["maximum"])
@@ -341,7 +358,9 @@ class Validator:
                 self._check(item, props[key], kpath, vloc)
             elif extra is False:
                 sug = did_you_mean(str(key), list(props))
+                deeper = None if sug else _nested_key(str(key), props)
                 hint = (f"did you mean '{sug[0]}'?" if sug else
+                        f"'{key}' is set under {join_path(path, deeper)}" if deeper else
                         ("known keys: " + ", ".join(props)) if props else "it takes no keys")
                 self.problems.add(f"unknown key '{key}'", kpath, kloc, hint)
             elif isinstance(extra, dict):
@@ -352,6 +371,30 @@ class Validator:
         if "maxProperties" in s and n > s["maxProperties"]:
             self.problems.add(f"expected at most {s['maxProperties']} key(s), got "
                               f"{', '.join(map(str, v))}", path, loc)
+
+
+def _nested_key(key: str, props: dict[str, Schema]) -> str | None:
+    """Where ``key`` is a property deeper down (``lr`` -> ``optimizer.adam.lr``), if anywhere.
+
+    A breadth-first search over nested ``properties`` (through anyOf/oneOf), a
+    few levels deep: the nearest place wins.
+    """
+    queue: list[tuple[str, Schema]] = [(k, v) for k, v in props.items()]
+    for _ in range(4):
+        nxt: list[tuple[str, Schema]] = []
+        for prefix, schema in queue:
+            if not isinstance(schema, dict):
+                continue
+            branches = [schema, *schema.get("anyOf", []), *schema.get("oneOf", [])]
+            for b in branches:
+                sub = b.get("properties") if isinstance(b, dict) else None
+                if not isinstance(sub, dict):
+                    continue
+                if key in sub:
+                    return f"{prefix}.{key}"
+                nxt.extend((f"{prefix}.{k}", v) for k, v in sub.items())
+        queue = nxt
+    return None
 
 
 def fill_defaults(value: dict, schema: Schema) -> dict:

@@ -2,24 +2,52 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 from flowspec.compile import Flow
+from flowspec.errors import DataError
 from flowspec.metrics import bits_per_dim
 
 
-def batch_context(flow: Flow, y: torch.Tensor | None) -> torch.Tensor | None:
-    """The context a conditional flow reads from a batch (its class labels)."""
+def batch_context(flow: Flow, y: torch.Tensor | None,
+                  context: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The context a conditional flow reads from a batch: the class labels ``y`` of a
+    class-conditional flow (``model.context: {classes: K}``), else the batch's float
+    ``context`` (``model.context: {shape: [K]}``)."""
     if flow.context_shape is None:
         return None
-    if y is None:
-        from flowspec.errors import DataError
+    if flow.num_classes is not None:
+        if y is None:
+            raise DataError("this flow is conditional on class labels, but the dataset has "
+                            "none", hint="use a labelled dataset or remove model.context")
+        return y
+    if context is None:
+        raise DataError(f"this flow is conditional on a context of shape "
+                        f"{list(flow.context_shape)}, but the dataset gives none",
+                        hint="name the context in the dataset (file: context: [columns] or an "
+                             "array name), or remove model.context")
+    return context
 
-        raise DataError("this flow is conditional on class labels, but the dataset has none",
-                        hint="use a labelled dataset or remove model.context")
-    return y
+
+def check_context(flow: Flow, split: Any) -> None:
+    """The dataset's context matches ``model.context`` (checked once, before training):
+    a context the flow would ignore, or one of the wrong size, is an error."""
+    ctx = getattr(split, "context", None)
+    if flow.context_shape is None or flow.num_classes is not None:
+        if ctx is not None:
+            raise DataError(f"the dataset gives a context of shape {list(ctx.shape[1:])}, but "
+                            "the flow is not conditional on it, so it would be ignored",
+                            hint=f"add model.context: {{shape: {list(ctx.shape[1:])}}} for "
+                                 "p(x | context), or drop the dataset's context for p(x)")
+        return
+    batch_context(flow, split.y, ctx)  # raises when missing
+    if tuple(ctx.shape[1:]) != tuple(flow.context_shape):
+        raise DataError(f"the dataset's context has shape {list(ctx.shape[1:])} per example, "
+                        f"but model.context is {{shape: {list(flow.context_shape)}}}",
+                        hint=f"set model.context: {{shape: {list(ctx.shape[1:])}}}")
 
 
 @torch.no_grad()
@@ -45,18 +73,24 @@ def evaluate_nll(
     device = torch.device(device)
     gen = torch.Generator(device=device).manual_seed(seed)
     total = torch.zeros((), dtype=torch.float64, device=device)
+    bad_rows: list[torch.Tensor] = []  # per batch, no device sync until the end
     n = 0
     for b, start in enumerate(range(0, split.x.shape[0], batch_size)):
         if max_batches is not None and b >= max_batches:
             break
         xb = split.x[start:start + batch_size].to(device)
         yb = split.y[start:start + batch_size].to(device) if split.y is not None else None
+        ctx = getattr(split, "context", None)
+        cb = ctx[start:start + batch_size].to(device) if ctx is not None else None
         x = prep(xb, generator=gen)
-        lp = flow.log_prob(x, batch_context(flow, yb))
+        lp = flow.log_prob(x, batch_context(flow, yb, cb))
         total += -lp.double().sum()
+        bad_rows.append(~torch.isfinite(lp))
         n += xb.shape[0]
     flow.train(was_training)
     nll = float(total) / max(n, 1)
+    if not math.isfinite(nll):
+        _refuse_nonfinite(nll, torch.cat(bad_rows), n)
     dims = flow.num_dims
     out: dict[str, float] = {"nll_nats": nll, "nats_per_dim": nll / dims, "n": n}
     if getattr(prep, "n_bits", None):
@@ -64,3 +98,19 @@ def evaluate_nll(
     if entropy is not None:
         out["nll_minus_entropy"] = nll - entropy
     return out
+
+
+def _refuse_nonfinite(nll: float, bad: torch.Tensor, n: int) -> None:
+    """A NaN/inf NLL is never a result: say which examples and what to do."""
+    from flowspec.errors import FlowspecError
+
+    idx = bad.nonzero().flatten().tolist()
+    shown = ", ".join(map(str, idx[:5])) + (" ..." if len(idx) > 5 else "")
+    raise FlowspecError(
+        f"the negative log-likelihood is {nll}: the flow gives a non-finite log-density to "
+        f"{len(idx)} of {n} examples (indices {shown})" if idx else
+        f"the negative log-likelihood is {nll}: the per-example values are finite but their "
+        f"sum overflows",
+        hint="the model is degenerate on these inputs (a diverged or undertrained run, or "
+             "data unlike the training data): evaluate best.safetensors or an earlier "
+             "checkpoint, or retrain with a lower learning rate")

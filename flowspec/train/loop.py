@@ -29,12 +29,28 @@ from typing import Any
 import torch
 
 from flowspec.api import build_flow
-from flowspec.checkpoint import read_checkpoint, read_state, save_checkpoint, save_state
+from flowspec.checkpoint import (
+    check_weights,
+    clean_stale_temps,
+    load_weights,
+    nonfinite_tensors,
+    save_checkpoint,
+    save_state,
+)
 from flowspec.errors import CheckpointError, FlowspecError
 from flowspec.train.objectives import build_objective
 from flowspec.train.optim import EMA, build_optimizer, build_scheduler
 from flowspec.train.report import PlainReporter, Reporter
-from flowspec.train.rundir import make_run_dir, write_run_files
+from flowspec.train.resume import (
+    STATE_FILE,
+    best_so_far,
+    read_resume,
+    spec_digest,
+    state_tensors,
+    truncate_metrics,
+)
+from flowspec.train.rundir import make_run_dir, new_run_id, write_run_files
+from flowspec.train.watchdog import find_nonfinite, lr_hint
 
 
 @dataclass
@@ -157,48 +173,76 @@ class Trainer:
     # -- set-up ----------------------------------------------------------------------
     @staticmethod
     def _read_resume(run_dir: Path) -> dict[str, Any]:
-        from flowspec.spec import load_spec
-
-        if not (run_dir / "last.safetensors").is_file():
-            raise CheckpointError(f"{run_dir}: nothing to resume (no last.safetensors)",
-                                  hint="pass the run directory printed by `flowspec train`")
-        ckpt = read_checkpoint(run_dir / "last.safetensors")
-        state_tensors, info = read_state(run_dir / "last.state.safetensors")
-        return {"spec": load_spec(ckpt["spec"]), "ckpt": ckpt, "state": state_tensors,
-                "info": info}
+        """One consistent snapshot from the run's state file (see flowspec.train.resume)."""
+        return read_resume(run_dir)
 
     def _setup_fresh(self, out_root: str | Path, overrides: Any) -> None:
+        info = {"seed": self.seed, "device": str(self.device), "spec_source": self.spec.source}
+        prepare = getattr(self.objective, "prepare_fresh_run", None)
+        if prepare is not None:  # fit data statistics (standardize), pin data files
+            self.spec, info["data"] = prepare(self.flow, self.spec, self.reporter.message)
+            self.flow.spec, self.spec_yaml = self.spec, self.spec.to_yaml()
         self.run_dir = make_run_dir(out_root, self.spec.name, self.spec_yaml)
-        write_run_files(self.run_dir, self.spec_yaml, overrides,
-                        {"seed": self.seed, "device": str(self.device),
-                         "spec_source": self.spec.source})
+        self.run_id = new_run_id()
+        self._saved_step: int | None = None
+        write_run_files(self.run_dir, self.spec_yaml, overrides, {**info, "run_id": self.run_id})
 
     def _setup_resume(self, run_dir: Path, resumed: dict[str, Any]) -> None:
         ckpt, info = resumed["ckpt"], resumed["info"]
+        where = str(run_dir / STATE_FILE)
         self.run_dir = run_dir
-        self.flow.load_state_dict(ckpt["state"])
+        self.run_id = info.get("run_id") or new_run_id()
+        clean_stale_temps(run_dir)
+        load_weights(self.flow, ckpt["state"], where)
         if self.ema is not None and ckpt["ema"] is not None:
-            self.ema.state = {k: v.to(self.device) for k, v in ckpt["ema"].items()}
-        _load_optimizer(self.opt, {k: v.to(self.device) for k, v in resumed["state"].items()},
-                        info["optimizer"])
-        self.sched.load_state_dict(info["scheduler"])
-        self.start_step, self.best = info["step"], info["best"]
+            check_weights(self.flow, ckpt["ema"], where + " (EMA weights)")
+            self.ema.state = {k: v.to(self.device).clone() for k, v in ckpt["ema"].items()}
+        try:
+            _load_optimizer(self.opt,
+                            {k: v.to(self.device) for k, v in resumed["state"].items()},
+                            info["optimizer"])
+            self.sched.load_state_dict(info["scheduler"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as err:
+            raise CheckpointError(f"{where}: the optimizer state does not fit this model "
+                                  f"({err})", hint="the file was altered or mixed with "
+                                  "another run's") from None
+        self.start_step = info["step"]
+        self._saved_step = self.start_step
+        self.best = best_so_far(run_dir, info["best"], self.start_step,
+                                self.objective.key_metric)
+        dropped = truncate_metrics(run_dir / "metrics.jsonl", self.start_step)
+        if dropped:
+            self.reporter.message(f"metrics.jsonl: {dropped} row(s) past step "
+                                  f"{self.start_step} dropped (they are replayed)")
 
     # -- checkpoints -------------------------------------------------------------------
     def save(self, step: int, metrics: dict, is_best: bool) -> None:
-        """``last`` weights + resume state (and ``best`` when ``is_best``)."""
+        """``best`` (when ``is_best``), ``last``, then the resume state -- last, as the commit
+        point: it alone holds everything a resume needs (weights, EMA, optimizer, counters,
+        spec), so a kill at any moment leaves a consistent snapshot. Non-finite weights are
+        never written over a good checkpoint."""
+        weights = self.flow.state_dict()
+        bad = nonfinite_tensors(weights)
+        if bad:
+            raise FlowspecError(
+                f"training diverged: at step {step} {len(bad)} weight tensor(s) are NaN or "
+                f"infinite ({', '.join(bad[:3])}); the previous checkpoint is kept",
+                hint=lr_hint(self.cfg, self.run_dir, self._saved_step))
         info = {"step": step, "epoch": step / self.steps_per_epoch, "metrics": metrics,
-                "seed": self.seed}
+                "seed": self.seed, "run_id": self.run_id,
+                "spec_sha256": spec_digest(self.spec_yaml)}
         ema_state = self.ema.state if self.ema is not None else None
-        save_checkpoint(self.run_dir / "last.safetensors", self.flow.state_dict(),
+        clean_stale_temps(self.run_dir)
+        if is_best:
+            save_checkpoint(self.run_dir / "best.safetensors", weights,
+                            self.spec_yaml, ema_state=ema_state, info=info)
+        save_checkpoint(self.run_dir / "last.safetensors", weights,
                         self.spec_yaml, ema_state=ema_state, info=info)
         opt_tensors, opt_info = _optimizer_tensors(self.opt)
-        save_state(self.run_dir / "last.state.safetensors", opt_tensors,
-                   {"step": step, "best": self.best, "seed": self.seed, "optimizer": opt_info,
-                    "scheduler": self.sched.state_dict()})
-        if is_best:
-            save_checkpoint(self.run_dir / "best.safetensors", self.flow.state_dict(),
-                            self.spec_yaml, ema_state=ema_state, info=info)
+        save_state(self.run_dir / STATE_FILE, state_tensors(weights, ema_state, opt_tensors),
+                   {**info, "best": self.best, "optimizer": opt_info,
+                    "scheduler": self.sched.state_dict(), "spec": self.spec_yaml})
+        self._saved_step = step
 
     # -- evaluation and pictures -----------------------------------------------------
     def _with_ema(self, fn: Callable[[], Any]) -> Any:
@@ -245,12 +289,31 @@ class Trainer:
         return loss, stats, grad_norm
 
     def on_bad_step(self, step: int, bad: int) -> None:
-        """A non-finite loss: report it; give up after ``max_bad_steps`` in a row."""
-        self.reporter.message(f"step {step}: non-finite loss, step skipped ({bad} in a row)")
+        """A non-finite loss: find the node it came from (first of a streak only), report it;
+        give up after ``max_bad_steps`` in a row with a hint to resume at a lower lr."""
+        if bad == 1:
+            self._bad_cause = self.diagnose_bad_step(step).describe()
+        cause = getattr(self, "_bad_cause", "")
+        self.reporter.message(f"step {step}: non-finite loss, step skipped ({bad} in a row)"
+                              + (f"; {cause}" if cause and bad == 1 else ""))
         if bad >= self.cfg["max_bad_steps"]:
             raise FlowspecError(
-                f"training diverged: {bad} consecutive non-finite losses at step {step}",
-                hint="lower train.optimizer lr, add train.warmup_steps or train.grad_clip")
+                f"training diverged: {bad} consecutive non-finite losses at step {step}"
+                + (f"; at the first, {cause}" if cause else ""),
+                hint=lr_hint(self.cfg, self.run_dir, self._saved_step))
+
+    def diagnose_bad_step(self, step: int):
+        """Recompute the loss of ``step`` once with per-node finiteness checks (no gradients;
+        RNG re-seeded as in :meth:`train_step`, buffers restored)."""
+        self.flow.train()
+        torch.manual_seed(step_seed(self.seed, step))
+        amp = self.cfg["amp"] and self.device.type == "cuda"
+
+        def compute():
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                return self.objective.loss(self.flow, step, self.seed)
+
+        return find_nonfinite(self.flow, compute)
 
     # -- logging ------------------------------------------------------------------------
     def log_row(self, step: int, loss: torch.Tensor, stats: dict, grad_norm: Any,
@@ -271,8 +334,13 @@ class Trainer:
         return row
 
     def write_metrics(self, split: str, row: dict) -> None:
-        self._metrics_file.write(json.dumps({"split": split, **row}) + "\n")
-        self._metrics_file.flush()
+        try:
+            self._metrics_file.write(json.dumps({"split": split, **row}) + "\n")
+            self._metrics_file.flush()
+        except OSError as err:
+            from flowspec.oserrors import write_error
+
+            raise write_error(self.run_dir / "metrics.jsonl", err) from None
 
     # -- epochs -------------------------------------------------------------------------
     def end_of_epoch(self, step: int) -> None:
@@ -307,7 +375,12 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> TrainResult:
         cfg, spe = self.cfg, self.steps_per_epoch
-        self._metrics_file = (self.run_dir / "metrics.jsonl").open("a")
+        try:
+            self._metrics_file = (self.run_dir / "metrics.jsonl").open("a")
+        except OSError as err:
+            from flowspec.oserrors import write_error
+
+            raise write_error(self.run_dir / "metrics.jsonl", err) from None
         self.reporter.start(run_dir=self.run_dir, total_steps=self.total,
                             start_step=self.start_step, steps_per_epoch=spe,
                             device=str(self.device))

@@ -14,7 +14,7 @@ import torch
 
 from flowspec.compile import Flow
 from flowspec.errors import DataError
-from flowspec.train.evaluate import batch_context, evaluate_nll
+from flowspec.train.evaluate import batch_context, check_context, evaluate_nll
 
 
 class MaximumLikelihood:
@@ -24,10 +24,10 @@ class MaximumLikelihood:
     key_metric = "nll_nats"
 
     def __init__(self, spec: Any, flow: Flow, data_dir: Any, device: torch.device):
-        from flowspec.data import open_dataset
+        from flowspec.data import open_spec_dataset
 
         cfg = spec.train
-        self.source, self.prep = open_dataset(spec.data, data_dir)
+        self.source, self.prep = open_spec_dataset(spec, data_dir)
         self.device = device
         self.batch_size = cfg["batch_size"]
         self.eval_batches = cfg["eval_batches"]
@@ -41,12 +41,15 @@ class MaximumLikelihood:
             raise DataError(
                 f"the dataset gives examples of shape {list(probe.shape[1:])} after "
                 f"preprocessing, but model.input is {list(flow.input_shape)}",
-                hint="set model.input to the data's shape (or add a pad/reshape step)")
+                hint=getattr(self.source, "shape_hint", None)
+                or "set model.input to the data's shape (or add a pad/reshape step)")
+        check_context(flow, self.train_split)
         # Small datasets live on the device: no loader, no copies per step.
         if x.numel() * x.element_size() < 2 * 1024**3:
-            self.train_split.x = x.to(device)
-            if self.train_split.y is not None:
-                self.train_split.y = self.train_split.y.to(device)
+            for key in ("x", "y", "context"):
+                t = getattr(self.train_split, key)
+                if t is not None:
+                    setattr(self.train_split, key, t.to(device))
         n = x.shape[0]
         if n < self.batch_size:
             raise DataError(f"the training split has {n} examples, fewer than one batch "
@@ -76,12 +79,61 @@ class MaximumLikelihood:
         return self._perm[i * self.batch_size:(i + 1) * self.batch_size]  # type: ignore[index]
 
     def loss(self, flow: Flow, step: int, seed: int) -> tuple[torch.Tensor, dict[str, float]]:
-        idx = self._indices(step, seed).to(self.train_split.x.device)
-        xb = self.train_split.x[idx].to(self.device, non_blocking=True)
-        yb = self.train_split.y[idx].to(self.device) if self.train_split.y is not None else None
+        split = self.train_split
+        idx = self._indices(step, seed).to(split.x.device)
+        xb = split.x[idx].to(self.device, non_blocking=True)
+        yb = split.y[idx].to(self.device) if split.y is not None else None
+        cb = split.context[idx].to(self.device) if split.context is not None else None
         x = self.prep(xb)
-        nll = -flow.log_prob(x, batch_context(flow, yb)).mean()
+        nll = -flow.log_prob(x, batch_context(flow, yb, cb)).mean()
         return nll / self.num_dims, {"nll_nats": nll}
+
+    def train_batches(self, flow: Flow):
+        """The whole training split as model-input batches of about 64 MiB (dequantization
+        seeded), for fitting data-dependent statistics (:mod:`flowspec.train.datafit`)."""
+        split = self.train_split
+        per_example = max(1, split.x[0].numel())
+        size = max(self.batch_size, (1 << 24) // per_example)
+
+        def gen():
+            noise = torch.Generator(device=self.device).manual_seed(0)
+            for start in range(0, split.x.shape[0], size):
+                sl = slice(start, start + size)
+                yb = split.y[sl].to(self.device) if split.y is not None else None
+                cb = split.context[sl].to(self.device) if split.context is not None else None
+                x = self.prep(split.x[sl].to(self.device), generator=noise)
+                yield x, batch_context(flow, yb, cb)
+
+        return gen
+
+    def prepare_fresh_run(self, flow: Flow, spec: Any, say: Any = print) -> tuple[Any, dict]:
+        """Before the first step of a fresh run: fit data-dependent statistics on the
+        training split, pin the data files in the spec that the run stores, and describe
+        the data for ``run.json``. Returns ``(spec to store, data record)``."""
+        from flowspec.data.files import pin_spec
+        from flowspec.train.datafit import fit_statistics
+
+        fitted = fit_statistics(flow, self.train_batches(flow))
+        if fitted:
+            say(f"fitted data statistics of {', '.join(fitted)} on the training split "
+                f"({len(self.train_split)} examples)")
+        return pin_spec(spec, self.source), self.data_record()
+
+    def data_record(self) -> dict:
+        """Dataset, split sizes and seeds (and, for files, paths and sha256) for run.json."""
+        src = self.source
+        out: dict[str, Any] = {
+            "dataset": getattr(getattr(src, "source", src), "registered_name", None),
+            "n_train": len(self.train_split),
+            "n_val": len(src.load("val")) if src.has_split("val") else 0,
+            "n_test": len(src.load("test")),
+            "val_fraction": getattr(src, "fraction", 0.0),
+            "split_seed": getattr(src, "seed", None),
+        }
+        inner = getattr(src, "source", src)
+        if hasattr(inner, "record"):
+            out["file"] = inner.record()
+        return out
 
     def evaluate(self, flow: Flow, split: str = "test", max_batches: int | None = None) -> dict:
         return evaluate_nll(flow, self.split(split), self.prep,
@@ -145,23 +197,51 @@ def build_objective(spec: Any, flow: Flow, data_dir: Any, device: torch.device):
     return (ReverseKL if kind == "reverse_kl" else MaximumLikelihood)(spec, flow, data_dir, device)
 
 
+class _WithContext:
+    """A conditional flow with its context bound, for pictures of one ``p(x | c)``."""
+
+    def __init__(self, flow: Flow, context: torch.Tensor):
+        self.flow, self.context = flow, context
+
+    def log_prob(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
+        return self.flow.log_prob(x, self.context)
+
+    def _reference_tensor(self) -> torch.Tensor:
+        return self.flow._reference_tensor()
+
+
 @torch.no_grad()
 def draw_samples(flow: Flow, source: Any, prep: Any, path: Path, n: int, temperature: float,
                  data: Any = None, context: Any = None) -> Path:
-    """Images -> PNG grid; 2-D points -> scatter + density next to the data."""
+    """Images -> PNG grid; 2-D points -> scatter + density next to the data.
+
+    A flow conditional on a context vector shows one ``p(x | c)``: samples and density
+    for ``context`` (one vector), by default the first context of ``data``; the data
+    panel is left out, since the data's points belong to other contexts.
+    """
     from flowspec.viz.grid import save_grid
     from flowspec.viz.points import plot_samples_2d
 
     if flow.context_shape is not None and context is None and flow.num_classes:
         context = torch.arange(n) % flow.num_classes
+    vector_context = flow.context_shape is not None and not flow.num_classes
+    if vector_context and context is None:
+        if data is None or getattr(data, "context", None) is None:
+            raise DataError("this flow is conditional: give a context to sample for",
+                            hint="flowspec sample RUN --context v1,v2,...")
+        context = data.context[0]
     x = flow.sample(n, temperature, context)
     if getattr(source, "discrete", False):
         return save_grid(prep.to_images(x), path)
     ref = None
-    if data is not None:
+    if data is not None and not vector_context:
         ref = prep.deterministic(data.x[:4000].to(x.device)) if hasattr(prep, "deterministic") \
             else data.x[:4000]
     if x.dim() == 2 and x.shape[1] == 2:
+        if vector_context:
+            c = torch.as_tensor(context).reshape(-1).tolist()
+            title = f"p(x | c = [{', '.join(f'{v:.3g}' for v in c)}]), T = {temperature:g}"
+            return plot_samples_2d(_WithContext(flow, context), x, path, title=title)
         return plot_samples_2d(flow, x, path, data=ref, title=f"T = {temperature:g}")
     raise DataError(f"cannot draw samples of shape {list(x.shape[1:])}",
-                    hint="use `flowspec sample --npy` for raw arrays")
+                    hint="write them to a file instead: flowspec sample RUN -o samples.csv")

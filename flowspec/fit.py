@@ -1,0 +1,171 @@
+"""``flowspec.fit``: train a spec on your own array, tensor or file from Python.
+
+It is the CLI's training run, not a second loop: the same :class:`Trainer`, run
+directory, checkpoints, ``run.json`` and progress lines. Arrays are first written
+to a ``.safetensors`` file (``x`` and ``context``) that the run's ``file`` dataset
+reads, so the run is reproducible and ``flowspec eval RUN`` / ``flowspec sample RUN``
+work on it afterwards like on any other run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flowspec.compile import Flow
+from flowspec.errors import DataError
+
+ArrayLike = Any  # numpy array, torch tensor, or anything numpy.asarray takes
+
+
+def _as_tensor(value: ArrayLike, what: str) -> torch.Tensor:
+    """A 2-D+ float32 tensor, with messages that say how to fix the input."""
+    from flowspec.data.tables import to_float32
+
+    if torch.is_tensor(value):
+        t = value
+    else:
+        try:
+            t = np.asarray(value)
+        except Exception as err:  # ragged lists and the like
+            raise DataError(f"{what}: cannot be read as an array ({err})",
+                            hint="pass a numpy array or torch tensor [N, D]") from None
+    out = to_float32(t, what, f"<{what}>")
+    if out.dim() == 0:
+        raise DataError(f"{what} is a single number; expected an array with one row per "
+                        "example, [N, D]")
+    if out.dim() == 1 and what == "data":
+        raise DataError(f"data is 1-D (shape [{out.shape[0]}]); a flow needs one row per "
+                        "example, [N, D]",
+                        hint="for N examples of one feature pass data.reshape(-1, 1); for one "
+                             "example of D features, data.reshape(1, -1)")
+    if out.dim() == 1:  # a context of one number per example
+        out = out[:, None]
+    if out.shape[0] == 0:
+        raise DataError(f"{what} is empty (0 rows)")
+    return out
+
+
+def _write_arrays(folder: Path, x: torch.Tensor, context: torch.Tensor | None) -> Path:
+    """``x`` (and ``context``) as ``<folder>/<sha256 of the contents>.safetensors``: the
+    same data is written once, and a changed array never overwrites a run's file."""
+    from safetensors.torch import save_file
+
+    tensors = {"x": x.contiguous()}
+    if context is not None:
+        tensors["context"] = context.contiguous()
+    h = hashlib.sha256()
+    for name, t in tensors.items():
+        h.update(f"{name}{list(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    path = folder / f"{h.hexdigest()[:16]}.safetensors"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".data-", suffix=".tmp", dir=folder)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def _check_shapes(spec: Any, x: torch.Tensor, context: torch.Tensor | None, what: str) -> None:
+    want = tuple(spec.graph.input_shape)
+    if tuple(x.shape[1:]) != want:
+        got = list(x.shape[1:])
+        raise DataError(f"{what} has examples of shape {got}, but the spec's model.input is "
+                        f"{list(want)}",
+                        hint=f"set model.input to {got} in the spec, e.g. "
+                             f"overrides={{'model.input': {got}}}")
+    ctx = spec.graph.context
+    if context is not None and ctx is None:
+        raise DataError(f"a context of shape {list(context.shape[1:])} was given, but the spec "
+                        "is not conditional", hint=f"add model.context: {{shape: "
+                                                   f"{list(context.shape[1:])}}}")
+    if context is not None and context.shape[0] != x.shape[0]:
+        raise DataError(f"the context has {context.shape[0]} rows but {what} has "
+                        f"{x.shape[0]}", hint="one context row per example, in the same order")
+
+
+def fit(
+    spec: str | os.PathLike | dict,
+    data: ArrayLike | str | os.PathLike,
+    *,
+    context: ArrayLike | str | list[str] | None = None,
+    test_data: ArrayLike | None = None,
+    test_context: ArrayLike | None = None,
+    overrides: list[str] | dict | None = None,
+    out: str | os.PathLike | None = None,
+    quick: bool = False,
+    device: str = "auto",
+    seed: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    verbose: bool = True,
+) -> Flow:
+    """Train ``spec`` on ``data``; return the trained flow (EMA weights if the run keeps
+    them), in eval mode, with ``flow.run_dir`` set to its run directory.
+
+    * ``spec``: a spec file, YAML text or a dict; its ``data`` section is replaced.
+    * ``data``: an array/tensor ``[N, D]`` (``[N, ...]`` matching ``model.input``), or a
+      path to a .csv/.npy/.npz/.safetensors file (as ``flowspec train --data``).
+    * ``context``: for conditional specs (``model.context: {shape: [K]}``), an array
+      ``[N, K]`` with ``data``'s rows; with a file path, the context columns/array name.
+    * ``test_data`` (+ ``test_context``): a separate test set; else the spec's
+      ``test_fraction`` (default 0.2) of the rows, seeded. ``data.val_fraction`` of the
+      rest is the validation split that chooses ``best``, as for every run.
+    * ``overrides``: ``--set`` strings or a dict, e.g. ``{"train.steps": 2000}``.
+    * ``out``: root of run directories (``runs`` as the CLI). ``None``: a new temporary
+      directory (``tempfile.mkdtemp``), kept, not deleted, so ``flowspec eval`` works
+      on the run afterwards; ``flow.run_dir`` says where.
+    * ``verbose``: print the trainer's progress lines (``False``: silent).
+    """
+    from flowspec.data.files import load_spec_on_file
+    from flowspec.train.loop import Trainer
+    from flowspec.train.report import PlainReporter, SilentReporter
+
+    root = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="flowspec-fit-"))
+    if isinstance(data, (str, os.PathLike)):
+        if test_data is not None or test_context is not None:
+            raise DataError("test_data goes with array data; for files name the test file",
+                            hint="overrides={'data.dataset.file.test_path': 'test.csv'}")
+        if context is not None and not isinstance(context, (str, list)):
+            raise DataError("with a file, context names its columns (csv) or array "
+                            "(npz/safetensors)", hint="e.g. context=['theta1', 'theta2']")
+        resolved = load_spec_on_file(spec, data, overrides, quick=quick, context=context)
+    else:
+        # the spec as it will run, with a placeholder file: its name and shapes
+        base = load_spec_on_file(spec, root / "data.npz", overrides, quick=quick,
+                                 keep_selection=False)
+        x = _as_tensor(data, "data")
+        ctx = _as_tensor(context, "context") if context is not None else None
+        _check_shapes(base, x, ctx, "data")
+        folder = root / base.name / "data"
+        params: dict[str, Any] = {"array": "x", "context": "context" if ctx is not None
+                                  else None}
+        if test_data is not None:
+            tx = _as_tensor(test_data, "test_data")
+            tc = _as_tensor(test_context, "test_context") if test_context is not None else None
+            _check_shapes(base, tx, tc, "test_data")
+            if (tc is None) != (ctx is None):
+                raise DataError("give test_context exactly when context is given")
+            params["test_path"] = str(_write_arrays(folder, tx, tc).resolve())
+        elif test_context is not None:
+            raise DataError("test_context was given without test_data")
+        path = _write_arrays(folder, x, ctx)
+        resolved = load_spec_on_file(spec, path, overrides, quick=quick, keep_selection=False,
+                                     **params)
+    reporter = PlainReporter() if verbose else SilentReporter()
+    result = Trainer(resolved, out_root=root, device=device, data_dir=data_dir, seed=seed,
+                     overrides=overrides, reporter=reporter).run()
+    flow = result.flow
+    flow.run_dir = result.run_dir
+    flow.metrics = result.metrics
+    return flow
