@@ -110,9 +110,9 @@ class MADE(nn.Module):
     ``P = out / D`` outputs per dimension depend only on earlier dimensions of ``order``.
 
     Output element ``i * P + p`` (reshaped to ``out_shape``) is parameter ``p`` of
-    dimension ``i``. A context (flattened) feeds every first-layer unit. Masks and
-    the order are buffers, so a random order is restored exactly from a checkpoint.
-    With ``zero_init`` the last layer starts at zero.
+    dimension ``i``. A context (flattened) feeds every first-layer unit. The order
+    is a saved buffer and the masks are rebuilt from it on load, so a random order is
+    restored exactly from a checkpoint. With ``zero_init`` the last layer starts at zero.
     """
 
     def __init__(
