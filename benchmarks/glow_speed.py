@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     def sample_flow():
         with torch.no_grad():
-            flow.sample(batch, 0.7)
+            flow.sample(batch, temperature=0.7)
 
     def sample_ref():
         with torch.no_grad():

@@ -1,4 +1,10 @@
-"""The ``flowspec`` command: thin wrappers that parse, call the library, print with rich."""
+"""The ``flowspec`` command: thin wrappers that parse, call the library, print with rich.
+
+Imports of torch and the registries happen inside the commands that need them, so
+``flowspec --help``, ``--version`` and ``runs`` start in a fraction of a second
+(``benchmarks/cli_startup.py`` measures it); ``schema`` and ``nodes`` replay their
+output from a cache keyed on the installed code (:mod:`flowspec_cli.cache`).
+"""
 
 from __future__ import annotations
 
@@ -9,18 +15,61 @@ import typer
 from rich.table import Table
 from rich.tree import Tree
 
-from flowspec_cli import experiment
-from flowspec_cli.common import SetOption, console, user_errors
+from flowspec_cli import experiment, runs
+from flowspec_cli.cache import cached_output
+from flowspec_cli.common import (
+    SetOption,
+    WhichOption,
+    console,
+    is_tty,
+    unknown_catalogue_name,
+    user_errors,
+)
 
 app = typer.Typer(
     name="flowspec",
     help="Declarative normalizing flows: validate, inspect, train, evaluate and sample specs.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(help="Datasets: fetch and describe.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+def _flags_show_no_value_type() -> None:
+    """Typer's help prints ``--json <bool>`` for flags, which reads as if they took a
+    value; they take none (``--json``, not ``--json true``): show no type for them."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - another typer layout: leave its help alone
+        return
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_flowspec", False):  # pragma: no cover
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else original(self, ctx)
+
+    display_type_rich._flowspec = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_show_no_value_type()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from flowspec import __version__
+
+        print(f"flowspec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Declarative normalizing flows: validate, inspect, train, evaluate and sample specs."""
 
 
 def _load_spec(spec: Path, sets: list[str] | None, quick: bool = False):
@@ -63,8 +112,14 @@ def _params_text(params: dict) -> str:
 @app.command()
 @user_errors
 def show(spec: Path, set_: list[str] = SetOption,
-         tree: bool = typer.Option(False, "--tree", help="A tree instead of a table.")) -> None:
+         tree: bool = typer.Option(False, "--tree", help="A tree instead of a table."),
+         resolved: bool = typer.Option(False, "--resolved", help="Print the resolved spec "
+                                       "(YAML: vars, --set and defaults applied) instead.")
+         ) -> None:
     """Show the compiled graph: nodes, shapes, parameters and totals."""
+    if resolved:
+        print(_load_spec(spec, set_).to_yaml(), end="")
+        return
     from flowspec.api import build_flow
 
     s = _load_spec(spec, set_)
@@ -105,18 +160,23 @@ def check(spec: Path = typer.Argument(..., help="Spec, checkpoint or run directo
           set_: list[str] = SetOption,
           quick: bool = typer.Option(False, "--quick", help="Apply the spec's quick overrides."),
           max_dims: int = typer.Option(1024, help="Skip Jacobians of nodes with more dims."),
+          which: str = WhichOption,
           ) -> None:
     """Verify every node of a flow: round trip and log-det vs autograd, in float64."""
     from flowspec.api import build_flow, is_checkpoint
     from flowspec.check import check_flow
 
     if is_checkpoint(spec):  # a trained flow is checked as it is
-        import flowspec
+        from flowspec_cli.common import load_flow
 
-        flow, jitter = flowspec.load(spec), 0.0
+        flow, jitter = load_flow(spec, "cpu", which)[0], 0.0
     else:  # an untrained one is perturbed off the identity first
         flow, jitter = build_flow(_load_spec(spec, set_, quick)), 0.1
-    reports = check_flow(flow, max_dims=max_dims, jitter=jitter)
+    progress, done = _check_progress()
+    try:
+        reports = check_flow(flow, max_dims=max_dims, jitter=jitter, progress=progress)
+    finally:
+        done()
     table = Table(title="per-node check (float64)")
     for col in ("node", "type", "round trip", "log-det vs autograd", "fwd+inv log-det", "ok"):
         table.add_column(col)
@@ -132,8 +192,33 @@ def check(spec: Path = typer.Argument(..., help="Spec, checkpoint or run directo
     console.print(f"[green]all {len(reports)} nodes pass[/]")
 
 
+def _check_progress():
+    """Per-node progress for ``check`` (a Glow spec takes minutes): a transient line on a
+    terminal, a plain line per node in a pipe."""
+    import time
+
+    if not is_tty():
+        def plain(i, n, nid, report):
+            if report is not None:
+                state = "ok" if report.ok else "FAILED"
+                print(f"checked {i}/{n} {nid} ({report.type}): {state}", flush=True)
+
+        return plain, lambda: None
+    status = console.status("checking", refresh_per_second=4)
+    t0 = time.perf_counter()
+
+    def live(i, n, nid, report):
+        if i == 0 and report is None:
+            status.start()
+        if report is None:
+            status.update(f"checking node {i + 1}/{n}: {nid} ({time.perf_counter() - t0:.0f} s)")
+
+    return live, status.stop
+
+
 @app.command()
 @user_errors
+@cached_output("schema")
 def schema(output: Path = typer.Option(None, "-o", "--output", help="Write to a file.")) -> None:
     """Print the JSON Schema of specs (draft-07), for editors' YAML language servers."""
     from flowspec.spec import spec_schema
@@ -148,6 +233,7 @@ def schema(output: Path = typer.Option(None, "-o", "--output", help="Write to a 
 
 @app.command()
 @user_errors
+@cached_output("nodes")
 def nodes(markdown: bool = typer.Option(False, "--markdown", help="Markdown for docs."),
           name: str = typer.Argument(None, help="Show one node's parameters.")) -> None:
     """The catalogue of nodes, conditioner nets and priors."""
@@ -171,7 +257,7 @@ def nodes(markdown: bool = typer.Option(False, "--markdown", help="Markdown for 
                     table.add_row(*[r.replace("\\|", "|") for r in row])
                 console.print(table)
                 return
-        NODES.get(name)  # raises with "did you mean"
+        raise unknown_catalogue_name(name)
     for reg, title in ((NODES, "nodes"), (NETS, "conditioner nets"), (PRIORS, "priors")):
         table = Table(title=title)
         table.add_column("name", style="cyan")
@@ -186,6 +272,7 @@ def nodes(markdown: bool = typer.Option(False, "--markdown", help="Markdown for 
 
 
 experiment.register(app, data_app)
+runs.register(app)
 
 
 def main() -> None:  # pragma: no cover

@@ -59,7 +59,7 @@ def sample_figure(
         return write_samples(flow, path, n, temps[0], context=context, label=label)
     if npy:
         ctx = _class_context(flow, n, label)
-        arrays = torch.stack([flow.sample(n, t, ctx).cpu() for t in temps])
+        arrays = torch.stack([flow.sample(n, temperature=t, context=ctx).cpu() for t in temps])
         import numpy as np
 
         np.save(path.with_suffix(".npy"), arrays.squeeze(0).numpy())
@@ -82,9 +82,11 @@ def sample_figure(
             return prep.to_images(x) if prep is not None else (x.clamp(0, 1) * 255).byte()
 
         if len(temps) == 1:
-            return save_grid(to_img(flow.sample(n, temps[0], _class_context(flow, n, label))), path)
+            ctx = _class_context(flow, n, label)
+            return save_grid(to_img(flow.sample(n, temperature=temps[0], context=ctx)), path)
         per_row = min(n, 8)
-        return save_rows([to_img(flow.sample(per_row, t, _class_context(flow, per_row, label)))
+        ctx = _class_context(flow, per_row, label)
+        return save_rows([to_img(flow.sample(per_row, temperature=t, context=ctx))
                           for t in temps], path)
     from flowspec.train.objectives import draw_samples
 

@@ -34,10 +34,17 @@ TRAIN_SCHEMA = params_schema(
     objective={"enum": ["maximum_likelihood", "reverse_kl"], "default": "maximum_likelihood",
                "description": "maximum_likelihood on data, or reverse_kl on an energy (target)"},
     target={**ref("energy"), "description": "energy for reverse_kl, e.g. U1 or {U1: {...}}"},
-    anneal=params_schema(
+    anneal={**params_schema(
         beta0={"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.01},
-        steps={"type": "integer", "minimum": 0, "default": 0},
-    ),
+        steps={"type": "integer", "minimum": 0, "default": 0,
+               "description": "anneal over this many steps (a fixed count: a shorter run "
+                              "ends still annealing, and says so)"},
+        fraction={"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1,
+                  "default": None,
+                  "description": "anneal over this share of the run's steps (follows "
+                                 "--set train.steps); use instead of steps"},
+    ), "description": "reverse_kl: β rises linearly from beta0 to 1 over steps (or fraction "
+                      "of the run)"},
     batch_size={**_pos_int, "default": 128},
     epochs={**_pos_int, "default": 10,
             "description": "passes over the data (ignored if steps set)"},
@@ -52,7 +59,20 @@ TRAIN_SCHEMA = params_schema(
     ema={"type": ["number", "null"], "minimum": 0, "exclusiveMaximum": 1, "default": None,
          "description": "decay of an exponential moving average of weights used for eval"},
     eval_every={"type": "integer", "minimum": 0, "default": 1,
-                "description": "evaluate on the test split every N epochs (0: never)"},
+                "description": "evaluate on the validation split (test without one) every N "
+                               "epochs (0: never)"},
+    early_stopping={**params_schema(
+        required=("patience",),
+        patience={**_pos_int, "description": "stop after this many evaluations without "
+                                             "improvement"},
+        min_delta={"type": "number", "minimum": 0, "default": 0.0,
+                   "description": "an improvement smaller than this does not count"},
+    ), "description": "stop when the validation metric stops improving (needs "
+                      "data.val_fraction > 0)"},
+    log={"type": "array", "items": {"enum": ["jsonl", "csv", "tensorboard"]},
+         "uniqueItems": True, "default": ["jsonl"],
+         "description": "metric sinks: metrics.jsonl (always written), metrics/<split>.csv, "
+                        "tensorboard/ (needs the tensorboard package)"},
     eval_batches={"type": ["integer", "null"], "minimum": 1, "default": None,
                   "description": "cap the periodic evaluation to N batches"},
     sample_every={"type": "integer", "minimum": 0, "default": 1,

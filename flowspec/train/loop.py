@@ -16,7 +16,6 @@ early stopping) each change one place.
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import threading
@@ -38,6 +37,15 @@ from flowspec.checkpoint import (
     save_state,
 )
 from flowspec.errors import CheckpointError, FlowspecError
+from flowspec.runs import (
+    DIVERGED,
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    read_status,
+    write_status,
+)
 from flowspec.train.objectives import build_objective
 from flowspec.train.optim import EMA, build_optimizer, build_scheduler
 from flowspec.train.report import PlainReporter, Reporter
@@ -49,7 +57,9 @@ from flowspec.train.resume import (
     state_tensors,
     truncate_metrics,
 )
+from flowspec.train.resume_overrides import apply_resume_overrides, record_resume
 from flowspec.train.rundir import make_run_dir, new_run_id, write_run_files
+from flowspec.train.sinks import check_sinks, open_sinks
 from flowspec.train.watchdog import find_nonfinite, lr_hint
 
 
@@ -60,6 +70,8 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     #: the trained flow (EMA weights swapped in when the run keeps an EMA), in eval mode
     flow: Any = None
+    #: why the run stopped before its last step (early stopping), else None
+    stop_reason: str | None = None
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -101,6 +113,10 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, info: dict) -> No
         idx, k = key.split("/", 1)
         state.setdefault(int(idx), {})[k] = v
     opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+
+
+class TrainingDiverged(FlowspecError):
+    """Non-finite losses or weights; the run's status records ``diverged``."""
 
 
 class _GracefulStop:
@@ -147,13 +163,15 @@ class Trainer:
         self.on_step = on_step
         self.device = resolve_device(device)
         self.start_step, self.best = 0, math.inf
-        resumed = self._read_resume(Path(resume)) if resume is not None else None
+        resumed = (self._read_resume(Path(resume), overrides) if resume is not None
+                   else None)
         if resumed is not None:
             spec, seed = resumed["spec"], resumed["info"]["seed"]
         self.spec = spec
-        self.spec_yaml = resumed["ckpt"]["spec"] if resumed is not None else spec.to_yaml()
+        self.spec_yaml = resumed["spec_yaml"] if resumed is not None else spec.to_yaml()
         self.cfg = spec.train
         self.seed = self.cfg["seed"] if seed is None else seed
+        check_sinks(self.cfg["log"])
 
         torch.manual_seed(self.seed)
         self.flow = build_flow(spec).to(self.device)
@@ -165,6 +183,12 @@ class Trainer:
         self.ema = EMA(self.flow, self.cfg["ema"]) if self.cfg["ema"] else None
         self.params = [p for p in self.flow.parameters() if p.requires_grad]
         self.last_metrics: dict[str, Any] = {}
+        self._check_early_stopping()
+        #: why the run stops before ``total`` (early stopping), else None
+        self.stop_reason: str | None = None
+        self.best_step: int | None = None
+        self._es_ref, self._es_since = math.inf, 0
+        self._status_time = 0.0
         if resumed is not None:
             self._setup_resume(Path(resume), resumed)
         else:
@@ -172,9 +196,18 @@ class Trainer:
 
     # -- set-up ----------------------------------------------------------------------
     @staticmethod
-    def _read_resume(run_dir: Path) -> dict[str, Any]:
-        """One consistent snapshot from the run's state file (see flowspec.train.resume)."""
-        return read_resume(run_dir)
+    def _read_resume(run_dir: Path, overrides: Any = None) -> dict[str, Any]:
+        """One consistent snapshot from the run's state file (see flowspec.train.resume),
+        with the resume ``overrides`` applied to its spec (only the keys
+        :mod:`flowspec.train.resume_overrides` allows)."""
+        resumed = read_resume(run_dir)
+        stored = resumed["ckpt"]["spec"]
+        spec, changes = apply_resume_overrides(stored, overrides, run_dir,
+                                               step=resumed["info"].get("step"))
+        resumed.update(spec=spec if changes else resumed["spec"],
+                       spec_yaml=spec.to_yaml() if changes else stored,
+                       overrides=list(overrides or []), changes=changes)
+        return resumed
 
     def _setup_fresh(self, out_root: str | Path, overrides: Any) -> None:
         info = {"seed": self.seed, "device": str(self.device), "spec_source": self.spec.source}
@@ -214,6 +247,58 @@ class Trainer:
         if dropped:
             self.reporter.message(f"metrics.jsonl: {dropped} row(s) past step "
                                   f"{self.start_step} dropped (they are replayed)")
+        if "lr" in resumed["changes"]:  # after the optimizer state, which carries the old lr
+            self.set_lr(resumed["changes"]["lr"][1])
+        status = read_status(run_dir)
+        es = status.get("early_stopping") or {}
+        self._es_ref, self._es_since = es.get("ref", self.best), es.get("evals_since_best", 0)
+        self.best_step = (status.get("best") or {}).get("step")
+        if resumed["changes"]:  # a consistent snapshot of the new spec before spec.yaml
+            self.save(self.start_step, resumed["info"].get("metrics") or {}, False)
+        if resumed["overrides"]:
+            record_resume(run_dir, self.start_step, resumed["overrides"], resumed["changes"],
+                          self.spec_yaml)
+
+    def set_lr(self, lr: float) -> None:
+        """Make ``lr`` the base learning rate from now on (the schedule's factor still
+        applies): the optimizer's param groups and the scheduler's base rates."""
+        for group in self.opt.param_groups:
+            group["initial_lr"] = lr
+        self.sched.base_lrs = [lr] * len(self.opt.param_groups)
+        factors = [fn(self.sched.last_epoch) for fn in self.sched.lr_lambdas]
+        for group, factor in zip(self.opt.param_groups, factors):
+            group["lr"] = lr * factor
+        self.sched._last_lr = [g["lr"] for g in self.opt.param_groups]
+
+    def _check_early_stopping(self) -> None:
+        es = self.cfg.get("early_stopping")
+        if not es:
+            return
+        if self.objective.selection_split is None:
+            raise FlowspecError(
+                "train.early_stopping needs a validation split, and this run has none "
+                "(data.val_fraction is 0); it never stops on test",
+                hint="set data.val_fraction, e.g. --set data.val_fraction=0.1, or remove "
+                     "train.early_stopping")
+        if not self.cfg["eval_every"]:
+            raise FlowspecError("train.early_stopping needs evaluations, but train.eval_every "
+                                "is 0", hint="set train.eval_every to 1 (every epoch) or more")
+
+    # -- status (flowspec runs) ----------------------------------------------------------
+    def write_status(self, status: str, step: int, **extra: Any) -> None:
+        """Record the run's state in ``status.json`` (see :mod:`flowspec.runs`)."""
+        now = time.time()
+        best = None
+        if math.isfinite(self.best):
+            best = {"metric": self.objective.key_metric, "value": self.best,
+                    "step": self.best_step, "split": self.objective.selection_split}
+        fields: dict[str, Any] = dict(
+            status=status, step=step, total=self.total, best=best,
+            elapsed_s=self._elapsed_before + (now - self._session_start),
+            early_stopping={"ref": self._es_ref, "evals_since_best": self._es_since}
+            if self.cfg.get("early_stopping") else None, **extra)
+        write_status(self.run_dir, **fields)
+        self._status_time = now
 
     # -- checkpoints -------------------------------------------------------------------
     def save(self, step: int, metrics: dict, is_best: bool) -> None:
@@ -224,7 +309,7 @@ class Trainer:
         weights = self.flow.state_dict()
         bad = nonfinite_tensors(weights)
         if bad:
-            raise FlowspecError(
+            raise TrainingDiverged(
                 f"training diverged: at step {step} {len(bad)} weight tensor(s) are NaN or "
                 f"infinite ({', '.join(bad[:3])}); the previous checkpoint is kept",
                 hint=lr_hint(self.cfg, self.run_dir, self._saved_step))
@@ -297,7 +382,7 @@ class Trainer:
         self.reporter.message(f"step {step}: non-finite loss, step skipped ({bad} in a row)"
                               + (f"; {cause}" if cause and bad == 1 else ""))
         if bad >= self.cfg["max_bad_steps"]:
-            raise FlowspecError(
+            raise TrainingDiverged(
                 f"training diverged: {bad} consecutive non-finite losses at step {step}"
                 + (f"; at the first, {cause}" if cause else ""),
                 hint=lr_hint(self.cfg, self.run_dir, self._saved_step))
@@ -331,12 +416,15 @@ class Trainer:
                                                      prep.n_bits))
         self.reporter.log(step, row)
         self.write_metrics("train", row)
+        if time.time() - self._status_time > 5.0:  # progress for `flowspec runs`
+            self.write_status(RUNNING, step)
         return row
 
     def write_metrics(self, split: str, row: dict) -> None:
+        """One row to every metric sink (metrics.jsonl, and csv / tensorboard if asked)."""
         try:
-            self._metrics_file.write(json.dumps({"split": split, **row}) + "\n")
-            self._metrics_file.flush()
+            for sink in self.sinks:
+                sink.write(split, row)
         except OSError as err:
             from flowspec.oserrors import write_error
 
@@ -344,12 +432,15 @@ class Trainer:
 
     # -- epochs -------------------------------------------------------------------------
     def end_of_epoch(self, step: int) -> None:
-        """Evaluate (every ``eval_every`` epochs), choose ``best``, checkpoint, draw samples.
+        """Evaluate (every ``eval_every`` epochs), choose ``best``, stop early, checkpoint,
+        draw samples.
 
         ``best`` is chosen on the objective's selection split (validation data, or fresh
         samples for reverse KL), never on test. Without one, the periodic evaluation runs
-        on test for monitoring only and no ``best`` checkpoint is written. The last
-        epoch of a run also reports test when selection ran on validation data.
+        on test for monitoring only and no ``best`` checkpoint is written. Early stopping
+        (``train.early_stopping: {patience, min_delta}``) counts evaluations on that split
+        without an improvement of more than ``min_delta``. The last epoch of a run (or
+        the one that stops it early) also reports test when selection ran on validation.
         """
         epoch = math.ceil(step / self.steps_per_epoch)
         is_best = False
@@ -362,6 +453,10 @@ class Trainer:
                 value = self.last_metrics.get(self.objective.key_metric, math.inf)
                 is_best = value < self.best
                 self.best = min(self.best, value)
+                if is_best:
+                    self.best_step = step
+                self._early_stopping(step, value)
+            last = last or self.stop_reason is not None
             self.reporter.epoch(epoch, self.last_metrics, split)
             self.write_metrics(split, self.last_metrics)
             if last and split == "val":
@@ -369,30 +464,54 @@ class Trainer:
                 self.reporter.epoch(epoch, test, "test")
                 self.write_metrics("test", test)
         self.save(step, self.last_metrics, is_best)
+        self.write_status(RUNNING, step)
         if cfg["sample_every"] and (epoch % cfg["sample_every"] == 0 or last):
             self.draw(epoch)
+
+    def _early_stopping(self, step: int, value: float) -> None:
+        es = self.cfg.get("early_stopping")
+        if not es:
+            return
+        if value < self._es_ref - es["min_delta"]:
+            self._es_ref, self._es_since = value, 0
+            return
+        self._es_since += 1
+        if self._es_since >= es["patience"]:
+            self.stop_reason = (
+                f"early stopping at step {step}: {self.objective.key_metric} on "
+                f"{self.objective.selection_split} did not improve by more than "
+                f"{es['min_delta']:g} in {self._es_since} evaluations (best {self.best:.6g} "
+                f"at step {self.best_step})")
 
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> TrainResult:
         cfg, spe = self.cfg, self.steps_per_epoch
         try:
-            self._metrics_file = (self.run_dir / "metrics.jsonl").open("a")
+            self.sinks = open_sinks(self.run_dir, cfg["log"])
         except OSError as err:
             from flowspec.oserrors import write_error
 
             raise write_error(self.run_dir / "metrics.jsonl", err) from None
+        previous = read_status(self.run_dir)
+        self._elapsed_before = float(previous.get("elapsed_s") or 0.0)
+        self._session_start = time.time()
+        self.write_status(RUNNING, self.start_step, started=previous.get("started",
+                                                                         self._session_start),
+                          message=None)
         self.reporter.start(run_dir=self.run_dir, total_steps=self.total,
                             start_step=self.start_step, steps_per_epoch=spe,
-                            device=str(self.device))
+                            device=str(self.device), loss_unit=self.objective.loss_unit)
         if self.objective.selection_split is None and cfg["eval_every"]:
             self.reporter.message("no validation split (data.val_fraction is 0): test is "
                                   "evaluated for monitoring only and no best.safetensors is "
                                   "written")
+        for warning in getattr(self.objective, "warnings", ()):
+            self.reporter.warning(warning)
         bad, t0, seen = 0, time.perf_counter(), 0
         step = self.start_step
         stop = _GracefulStop()
         try:
-            while step < self.total:
+            while step < self.total and self.stop_reason is None:
                 if stop.requested:
                     self.save(step, self.last_metrics, False)
                     raise KeyboardInterrupt
@@ -410,6 +529,7 @@ class Trainer:
                     self.ema.update(step)
                 step += 1
                 seen += self.objective.batch_size
+                self.reporter.step(step)
                 if self.on_step is not None:
                     self.on_step(step)
                 if step % cfg["log_every"] == 0 or step == self.total:
@@ -423,15 +543,34 @@ class Trainer:
         except KeyboardInterrupt:
             self.reporter.message(f"interrupted at step {step}; resume with --resume "
                                   f"{self.run_dir}")
+            self._final_status(INTERRUPTED, f"interrupted at step {step}")
+            raise
+        except TrainingDiverged as err:
+            self._final_status(DIVERGED, str(err))
+            raise
+        except BaseException as err:
+            self._final_status(FAILED, f"{type(err).__name__}: {err}")
             raise
         finally:
             stop.restore()
-            self._metrics_file.close()
+            for sink in self.sinks:
+                sink.close()
             self.reporter.close()
+        if self.stop_reason is not None:
+            self.reporter.message(self.stop_reason)
+        self._final_status(FINISHED, self.stop_reason, step)
         if self.ema is not None:
             self.ema.swap_in()
         return TrainResult(run_dir=self.run_dir, step=step, metrics=self.last_metrics,
-                           flow=self.flow.eval())
+                           flow=self.flow.eval(), stop_reason=self.stop_reason)
+
+    def _final_status(self, status: str, message: str | None, step: int | None = None) -> None:
+        """The run's closing status, at ``step`` or else at its last checkpoint's step."""
+        try:
+            self.write_status(status, step if step is not None else (self._saved_step or 0),
+                              message=message)
+        except OSError:  # pragma: no cover - never hide the original error
+            pass
 
 
 def train(spec: Any, **kwargs: Any) -> TrainResult:

@@ -22,6 +22,8 @@ class MaximumLikelihood:
     without one (``data.val_fraction: 0``) no checkpoint is chosen, never on test."""
 
     key_metric = "nll_nats"
+    #: what ``loss`` is measured in: -log p(x) divided by the number of dimensions
+    loss_unit = "nats/dim"
 
     def __init__(self, spec: Any, flow: Flow, data_dir: Any, device: torch.device):
         from flowspec.data import open_spec_dataset
@@ -152,6 +154,8 @@ class ReverseKL:
 
     key_metric = "kl_nats"
     selection_split = "samples"
+    #: ``loss`` is E_q[log q + β U] per sample (not per dim)
+    loss_unit = "nats"
 
     def __init__(self, spec: Any, flow: Flow, data_dir: Any, device: torch.device):
         from flowspec.energies import build_energy
@@ -164,10 +168,10 @@ class ReverseKL:
                             hint="e.g. target: U1")
         self.energy = build_energy(cfg["target"])
         self.batch_size = cfg["batch_size"]
-        self.beta0 = cfg["anneal"]["beta0"] if cfg.get("anneal") else 1.0
-        self.anneal_steps = cfg["anneal"]["steps"] if cfg.get("anneal") else 0
         self.steps_per_epoch = cfg["steps_per_epoch"] or 1000
         self.device = device
+        total = cfg["steps"] or cfg["epochs"] * self.steps_per_epoch
+        self.beta0, self.anneal_steps, self.warnings = anneal_plan(cfg.get("anneal"), total)
 
     def beta(self, step: int) -> float:
         from flowspec.train.reverse_kl import beta_schedule
@@ -190,6 +194,33 @@ class ReverseKL:
         from flowspec.viz.energy import plot_energy_comparison
 
         return plot_energy_comparison(flow, self.energy, path)
+
+
+def anneal_plan(anneal: dict | None, total: int) -> tuple[float, int, list[str]]:
+    """``(beta0, anneal steps, warnings)`` of a ``train.anneal`` section for a run of
+    ``total`` steps. ``fraction`` follows the run's length; a fixed ``steps`` longer
+    than the run leaves β below 1 at the end, which fits the wrong target: warned."""
+    if not anneal:
+        return 1.0, 0, []
+    beta0, steps, fraction = anneal["beta0"], anneal.get("steps", 0), anneal.get("fraction")
+    if fraction is not None:
+        if steps:
+            from flowspec.errors import SpecError
+
+            raise SpecError("train.anneal: give steps or fraction, not both",
+                            hint="fraction: 0.5 anneals over the first half of the run")
+        return beta0, max(1, round(fraction * total)), []
+    warnings = []
+    if steps > total:
+        from flowspec.train.reverse_kl import beta_schedule
+
+        end = beta_schedule(total, beta0, steps)
+        warnings.append(
+            f"train.anneal.steps ({steps}) is longer than the run ({total} steps): β ends at "
+            f"{end:.2f}, not 1, so the flow fits a flattened target. Use --set "
+            f"train.anneal.steps={total // 2}, or write anneal: {{fraction: 0.5}} in the spec "
+            f"(annealing over half the run, whatever its length)")
+    return beta0, steps, warnings
 
 
 def build_objective(spec: Any, flow: Flow, data_dir: Any, device: torch.device):
@@ -230,7 +261,7 @@ def draw_samples(flow: Flow, source: Any, prep: Any, path: Path, n: int, tempera
             raise DataError("this flow is conditional: give a context to sample for",
                             hint="flowspec sample RUN --context v1,v2,...")
         context = data.context[0]
-    x = flow.sample(n, temperature, context)
+    x = flow.sample(n, temperature=temperature, context=context)
     if getattr(source, "discrete", False):
         return save_grid(prep.to_images(x), path)
     ref = None

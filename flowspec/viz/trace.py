@@ -29,8 +29,8 @@ def plot_trace(flow, x: torch.Tensor, path: str | Path, n_samples: int = 2000,
         raise FlowspecError("trace draws 2-D flows only", hint="this flow's input is "
                             f"{list(flow.input_shape)}")
     fwd = [("data", x)] + flow.trace_forward(x)
-    inv = [("latent", flow.sample_with_latents(n_samples, temperature)[1])]
-    inv += flow.trace_inverse(n_samples, temperature, z=inv[0][1])
+    inv = [("latent", flow.sample_with_latents(n_samples, temperature=temperature)[1])]
+    inv += flow.trace_inverse(n_samples, temperature=temperature, z=inv[0][1])
     fwd = [(n, p) for n, v in fwd if (p := _as_points(v)) is not None]
     inv = [(n, p) for n, v in inv if (p := _as_points(v)) is not None]
     if len(fwd) > max_panels:  # keep first, last and evenly spaced middles
