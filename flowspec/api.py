@@ -12,8 +12,15 @@ from flowspec.errors import CheckpointError, Problem, SpecError
 
 
 def is_checkpoint(path: str | os.PathLike) -> bool:
+    """A checkpoint file or a run directory (YAML text -- anything with a newline -- is
+    never asked of the filesystem: a long spec is no valid path)."""
+    if isinstance(path, str) and "\n" in path:
+        return False
     p = Path(path)
-    return p.suffix == ".safetensors" or p.is_dir()
+    try:
+        return p.suffix == ".safetensors" or p.is_dir()
+    except OSError:  # e.g. a name too long for the filesystem: not a checkpoint
+        return False
 
 
 def build_flow(spec: Any) -> Flow:

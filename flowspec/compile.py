@@ -20,6 +20,7 @@ from flowspec.autocast import run_fp32, upcast
 from flowspec.construct import Construction
 from flowspec.errors import FlowspecError
 from flowspec.graph import GraphIR, analyse
+from flowspec.nets import build_net
 
 Latents = torch.Tensor | tuple[torch.Tensor, ...]
 #: called as trace(node_id, node_input, node_output, logdet) after every node of a walk.
@@ -62,8 +63,15 @@ class Flow(nn.Module):
         analysis = analyse(graph)
         self.graph = graph
         self.input_shape: tuple[int, ...] = tuple(graph.input_shape)
-        self.context_shape = graph.context.tensor_shape if graph.context else None
-        self.num_classes = graph.context.num_classes if graph.context else None
+        ctx_ir = graph.context
+        #: the context as passed in (labels: one-hot width); nodes see node_context_shape
+        self.context_shape = ctx_ir.tensor_shape if ctx_ir else None
+        self.node_context_shape = ctx_ir.node_shape if ctx_ir else None
+        self.num_classes = ctx_ir.num_classes if ctx_ir else None
+        #: model.context_net: embeds the context once, before any node or prior reads it
+        self.context_net: nn.Module | None = None
+        if ctx_ir is not None and ctx_ir.net is not None:
+            self.context_net = build_net(ctx_ir.net, self.context_shape, self.node_context_shape)
         self.checkpoint_grads = False
         #: the resolved spec this flow was built from (set by flowspec.load / training).
         self.spec: Any = None
@@ -77,14 +85,14 @@ class Flow(nn.Module):
         by_id = {n.id: n for n in graph.nodes}
         for nid in analysis.forward_order:
             self.nodes[_module_key(nid)] = build.node(
-                by_id[nid], analysis.node_in_shapes[nid], self.context_shape
+                by_id[nid], analysis.node_in_shapes[nid], self.node_context_shape
             )
         self.priors = nn.ModuleDict()
         for lat in graph.latents:
             self.priors[_module_key(lat.id)] = build.prior(
                 lat,
                 analysis.shapes[lat.input],
-                self.context_shape,
+                self.node_context_shape,
                 analysis.shapes[lat.cond] if lat.cond else None,
             )
         build.check_finite()
@@ -109,7 +117,14 @@ class Flow(nn.Module):
 
     # -- context -------------------------------------------------------------------
     def prepare_context(self, context: Any, batch: int) -> torch.Tensor | None:
-        """Class labels -> one-hot floats; a single label or vector is broadcast to the batch."""
+        """Class labels -> one-hot floats; a single label or vector is broadcast to the batch;
+        then the context net, if any, embeds it (once per call, for all nodes and priors)."""
+        ctx = self._context_tensor(context, batch)
+        if ctx is not None and self.context_net is not None:
+            return self.context_net(ctx)
+        return ctx
+
+    def _context_tensor(self, context: Any, batch: int) -> torch.Tensor | None:
         if self.context_shape is None:
             if context is not None:
                 raise FlowspecError("this flow takes no context, but one was given",

@@ -66,3 +66,11 @@ model:
     assert isinstance(z, tuple) and [t.shape for t in z] == [(5, 2), (5, 2)]
     assert f.latent_names == ["flow.1.factor_out", "z"]  # declaration order
     assert f.flatten_latents(z).shape == (5, 4) and logdet.shape == (5,)
+
+
+def test_load_takes_long_yaml_text_without_asking_the_filesystem():
+    from pathlib import Path
+
+    spec = Path(__file__).parent.parent / "specs" / "realnvp_moons.yaml"
+    text = spec.read_text() + "\n" + "#" * 5000 + "\n"
+    assert flowspec.load(text).num_dims == 2
