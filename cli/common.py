@@ -115,19 +115,16 @@ def parse_floats(text: str, what: str, minimum: float | None = None) -> list[flo
 
 
 def unknown_catalogue_name(name: str) -> FlowspecError:
-    """The error for ``flowspec nodes NAME`` when NAME is no node, net or prior."""
+    """The error for ``flowspec nodes NAME`` when NAME is in no registry."""
     if name in SPEC_KEYWORDS:
         return FlowspecError(f"'{name}' is {SPEC_KEYWORDS[name]}",
                              hint="`flowspec nodes` lists the nodes")
-    from flowspec.bijectors import NODES
-    from flowspec.distributions import PRIORS
-    from flowspec.nets import NETS
+    from flowspec.catalogue import known_names
     from flowspec.registry import did_you_mean
 
-    known = NODES.names() + NETS.names() + PRIORS.names() + list(SPEC_KEYWORDS)
-    sug = did_you_mean(name, known)
-    return FlowspecError(f"no node, net or prior named '{name}'",
-                         hint=f"did you mean '{sug[0]}'?" if sug else
+    sug = did_you_mean(name, known_names() + list(SPEC_KEYWORDS))
+    return FlowspecError(f"no node, net, prior, dataset, preprocessing step or energy named "
+                         f"'{name}'", hint=f"did you mean '{sug[0]}'?" if sug else
                          "`flowspec nodes` lists them all")
 
 

@@ -163,10 +163,12 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
     @user_errors
     def sample(
         ckpt: Path = CkptArgument,
-        n: int = typer.Option(64, "-n", min=1, help="Number of samples."),
+        n: int = typer.Option(None, "-n", min=1, help="Samples per temperature (default: the "
+                              "spec's sample.n; 8 per row for an image --temps grid)."),
         temp: float = typer.Option(None, "--temp", min=0.0,
                                    help="Temperature (default: the spec's sample.temperature)."),
-        temps: str = typer.Option(None, "--temps", help="Grid: 0,0.5,0.7,1 (one row each)."),
+        temps: str = typer.Option(None, "--temps", help="0,0.5,0.7,1: one image row or "
+                                  "2-D panel per temperature."),
         seed: int = typer.Option(0, "--seed"),
         output: Path = typer.Option(
             None, "-o", "--output",
@@ -205,10 +207,15 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         import torch
 
         from flowspec.sampling import sample_figure
+        from flowspec.viz.notes import collect_warnings
 
         torch.manual_seed(seed)
-        written = sample_figure(flow, path, n=n, temperatures=temperatures, data_dir=data_dir,
-                                label=label, npy=npy, context=parse_context(flow, context))
+        with collect_warnings() as notes:
+            written = sample_figure(flow, path, n=n, temperatures=temperatures,
+                                    data_dir=data_dir, label=label, npy=npy,
+                                    context=parse_context(flow, context))
+        for line in notes:
+            warn(line)
         wrote(written, replaced)
 
     @app.command()
@@ -231,6 +238,7 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         path, replaced = output_for(output, resolved, "trace", name, FIGURE_SUFFIXES)
         import torch
 
+        from flowspec.viz.notes import collect_warnings
         from flowspec.viz.trace import plot_trace
 
         torch.manual_seed(seed)
@@ -241,7 +249,11 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
 
             source, prep = open_dataset(flow.spec.data, data_dir)
             x = prep.deterministic(source.load("test").x[:n])
-        wrote(plot_trace(flow, x, path, n_samples=n), replaced)
+        with collect_warnings() as notes:
+            written = plot_trace(flow, x, path, n_samples=n)
+        for line in notes:
+            warn(line)
+        wrote(written, replaced)
 
     @app.command()
     @user_errors

@@ -394,11 +394,19 @@ class Trainer:
             return
 
         def _draw() -> None:
+            from flowspec.viz.notes import collect_warnings
+
             torch.manual_seed(self.spec.sample["seed"])
-            path = self.objective.draw(
-                self.flow, self.run_dir / "samples" / f"epoch_{epoch:04d}.png",
-                self.spec.sample["n"], self.spec.sample["temperature"])
+            # pictures are titled with the run's step and its last evaluation
+            self.flow.checkpoint_info = {"step": min(epoch * self.steps_per_epoch, self.total),
+                                         "metrics": self.last_metrics}
+            with collect_warnings() as notes:
+                path = self.objective.draw(
+                    self.flow, self.run_dir / "samples" / f"epoch_{epoch:04d}.png",
+                    self.spec.sample["n"], self.spec.sample["temperature"])
             self.reporter.message(f"samples: {path}")
+            for note in notes:
+                self.reporter.message(f"warning: {note}")
 
         try:
             self._with_ema(_draw)

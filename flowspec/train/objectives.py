@@ -200,8 +200,10 @@ class ReverseKL:
 
     def draw(self, flow: Flow, path: Path, n: int, temperature: float) -> Path:
         from flowspec.viz.energy import plot_energy_comparison
+        from flowspec.viz.notes import run_title
 
-        return plot_energy_comparison(flow, self.energy, path)
+        return plot_energy_comparison(flow, self.energy, path, n_samples=n,
+                                      temperatures=[temperature], title=run_title(flow))
 
 
 def anneal_plan(anneal: dict | None, total: int) -> tuple[float, int, list[str]]:
@@ -239,51 +241,10 @@ def build_objective(spec: Any, flow: Flow, data_dir: Any, device: torch.device,
     return cls(spec, flow, data_dir, device, shard)
 
 
-class _WithContext:
-    """A conditional flow with its context bound, for pictures of one ``p(x | c)``."""
-
-    def __init__(self, flow: Flow, context: torch.Tensor):
-        self.flow, self.context = flow, context
-
-    def log_prob(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
-        return self.flow.log_prob(x, self.context)
-
-    def _reference_tensor(self) -> torch.Tensor:
-        return self.flow._reference_tensor()
-
-
 @torch.no_grad()
 def draw_samples(flow: Flow, source: Any, prep: Any, path: Path, n: int, temperature: float,
                  data: Any = None, context: Any = None) -> Path:
-    """Images -> PNG grid; 2-D points -> scatter + density next to the data.
+    """Images -> PNG grid; 2-D points -> scatter + density next to the data."""
+    from flowspec.sampling import draw_samples as draw
 
-    A flow conditional on a context vector shows one ``p(x | c)``: samples and density
-    for ``context`` (one vector), by default the first context of ``data``; the data
-    panel is left out, since the data's points belong to other contexts.
-    """
-    from flowspec.viz.grid import save_grid
-    from flowspec.viz.points import plot_samples_2d
-
-    if flow.context_shape is not None and context is None and flow.num_classes:
-        context = torch.arange(n) % flow.num_classes
-    vector_context = flow.context_shape is not None and not flow.num_classes
-    if vector_context and context is None:
-        if data is None or getattr(data, "context", None) is None:
-            raise DataError("this flow is conditional: give a context to sample for",
-                            hint="flowspec sample RUN --context v1,v2,...")
-        context = data.context[0]
-    x = flow.sample(n, temperature=temperature, context=context)
-    if getattr(source, "discrete", False):
-        return save_grid(prep.to_images(x), path)
-    ref = None
-    if data is not None and not vector_context:
-        ref = prep.deterministic(data.x[:4000].to(x.device)) if hasattr(prep, "deterministic") \
-            else data.x[:4000]
-    if x.dim() == 2 and x.shape[1] == 2:
-        if vector_context:
-            c = torch.as_tensor(context).reshape(-1).tolist()
-            title = f"p(x | c = [{', '.join(f'{v:.3g}' for v in c)}]), T = {temperature:g}"
-            return plot_samples_2d(_WithContext(flow, context), x, path, title=title)
-        return plot_samples_2d(flow, x, path, data=ref, title=f"T = {temperature:g}")
-    raise DataError(f"cannot draw samples of shape {list(x.shape[1:])}",
-                    hint="write them to a file instead: flowspec sample RUN -o samples.csv")
+    return draw(flow, source, prep, path, n, temperature, data=data, context=context)
