@@ -40,18 +40,19 @@ def _has_plugins() -> bool:
 
 
 def source_fingerprint() -> str:
-    """Size and mtime of every file of the flowspec package (no import of it beyond
-    its location)."""
+    """Size and mtime of every file of the flowspec library and of this CLI (both shape
+    the output; no import of them beyond their locations)."""
     import flowspec
+    import flowspec_cli
 
-    root = Path(flowspec.__file__).parent
     h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-        for fname in sorted(filenames):
-            if fname.endswith((".py", ".json", ".yaml")):
-                st = os.stat(os.path.join(dirpath, fname))
-                h.update(f"{dirpath}/{fname}:{st.st_size}:{st.st_mtime_ns};".encode())
+    for package in (flowspec, flowspec_cli):
+        for dirpath, dirnames, filenames in os.walk(Path(package.__file__).parent):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for fname in sorted(filenames):
+                if fname.endswith((".py", ".json", ".yaml")):
+                    st = os.stat(os.path.join(dirpath, fname))
+                    h.update(f"{dirpath}/{fname}:{st.st_size}:{st.st_mtime_ns};".encode())
     return h.hexdigest()
 
 
