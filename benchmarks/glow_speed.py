@@ -95,7 +95,7 @@ def flowspec_glow(shape: tuple[int, int, int], L: int, K: int, width: int) -> Fl
 
 def _flowspec_peer(shape, L, K, width) -> Peer:
     flow = flowspec_glow(shape, L, K, width)
-    return Peer(flow, flow.log_prob, flow.sample)
+    return Peer(flow, flow.log_prob, lambda n, t: flow.sample(n, temperature=t))
 
 
 def _hand_peer(shape, L, K, width) -> Peer:
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results = {} if args.no_eager else time_all(models, x, device, n, warm, compiled=False)
     if "flowspec" in models and not args.no_eager:
         flow = models["flowspec"].module
-        sample_flow = _sampler(flow.sample, batch)
+        sample_flow = _sampler(models["flowspec"].sample, batch)
 
         def sample_uncached():
             _set_cache(flow, False)

@@ -6,14 +6,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flowspec.checkpoint import load_weights, read_checkpoint, resolve_checkpoint
+from flowspec.checkpoint import load_weights, read_checkpoint
 from flowspec.compile import Flow
 from flowspec.errors import CheckpointError, Problem, SpecError
 
 
 def is_checkpoint(path: str | os.PathLike) -> bool:
+    """A checkpoint file or a run directory (YAML text -- anything with a newline -- is
+    never asked of the filesystem: a long spec is no valid path)."""
+    if isinstance(path, str) and "\n" in path:
+        return False
     p = Path(path)
-    return p.suffix == ".safetensors" or p.is_dir()
+    try:
+        return p.suffix == ".safetensors" or p.is_dir()
+    except OSError:  # e.g. a name too long for the filesystem: not a checkpoint
+        return False
 
 
 def build_flow(spec: Any) -> Flow:
@@ -30,17 +37,27 @@ def load(
     *,
     quick: bool = False,
     ema: bool = True,
+    which: str = "last",
 ) -> Flow:
     """A spec (path, YAML text or dict) -> untrained Flow; a checkpoint -> trained Flow.
 
-    For checkpoints, ``source`` may be the ``.safetensors`` file or a run
-    directory; the EMA weights are used when the run kept them (``ema=False`` for
-    the raw weights). The returned flow is in eval mode.
+    For checkpoints, ``source`` may be the ``.safetensors`` file, a run directory
+    (its ``which`` checkpoint: ``last`` or ``best``) or ``runs/<name>`` (its newest
+    *finished* run, see :func:`flowspec.runs.resolve_run`; a newer unfinished run
+    is named in a warning, never picked). The EMA weights are used when the run
+    kept them (``ema=False`` for the raw weights). The returned flow is in eval mode.
     """
     from flowspec.spec import load_spec
 
     if not isinstance(source, dict) and is_checkpoint(source):
-        path = resolve_checkpoint(source)
+        from flowspec.runs import resolve_run
+
+        resolved = resolve_run(source, which if Path(source).is_dir() else None)
+        if any(note.startswith("not using") for note in resolved.notes):
+            import warnings
+
+            warnings.warn("; ".join(resolved.notes), stacklevel=2)
+        path = resolved.checkpoint
         ckpt = read_checkpoint(path)
         spec = stored_spec(ckpt["spec"], path, overrides)
         flow = build_flow(spec)

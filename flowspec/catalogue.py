@@ -1,14 +1,69 @@
-"""The catalogue of registered things, generated from the registries (for docs and the CLI)."""
+"""The catalogue of registered things, generated from the registries (for docs and the CLI).
+
+Every registry a spec can name from is listed: bijector nodes, conditioner nets,
+priors, datasets, preprocessing steps and energies. Docstrings are written in
+RST style (````code````); :func:`doc_markdown` and :func:`doc_text` render them for
+Markdown and for the terminal (where rich markup must not eat ``[prod(shape)]``).
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import TYPE_CHECKING, Any
 
-from flowspec.bijectors import NODES
-from flowspec.distributions import PRIORS
-from flowspec.nets import NETS
 from flowspec.registry import Entry, Registry
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+
+def registries() -> list[tuple[Registry, str]]:
+    """(registry, section title) for every kind of name a spec can use, in spec order."""
+    from flowspec.bijectors import NODES
+    from flowspec.data import DATASETS, PREPROCESS
+    from flowspec.distributions import PRIORS
+    from flowspec.energies import ENERGIES
+    from flowspec.nets import NETS
+
+    return [(NODES, "Bijector nodes"), (NETS, "Conditioner networks"), (PRIORS, "Priors"),
+            (DATASETS, "Datasets"), (PREPROCESS, "Preprocessing steps"),
+            (ENERGIES, "Energies (reverse-KL targets)")]
+
+
+def public(reg: Registry) -> list[Entry]:
+    """The entries users see (names starting with ``_`` are test-only registrations)."""
+    return [e for e in reg if not e.name.startswith("_")]
+
+
+def find(name: str) -> list[tuple[Registry, Entry]]:
+    """Every registered thing called ``name`` (a name may be, say, a node and a prep step);
+    empty when there is none (:func:`known_names` for a 'did you mean')."""
+    return [(reg, reg.get(name)) for reg, _ in registries() if name in reg]
+
+
+def known_names() -> list[str]:
+    """Every public name of every registry, sorted."""
+    return sorted({e.name for reg, _ in registries() for e in public(reg)})
+
+
+_CODE = re.compile(r"``(.+?)``")
+
+
+def doc_markdown(doc: str) -> str:
+    """RST ````code```` -> Markdown `code` (single backticks read better in every viewer)."""
+    return _CODE.sub(lambda m: f"`{m.group(1)}`", doc or "")
+
+
+def doc_text(doc: str, code_style: str = "cyan") -> Text:
+    """A docstring for the terminal: code spans styled, no backticks, and no rich markup
+    interpreted (a plain :class:`rich.text.Text`, so ``[prod(shape)]`` stays visible)."""
+    from rich.text import Text
+
+    text = Text()
+    for i, part in enumerate(_CODE.split(doc or "")):
+        text.append(part, style=code_style if i % 2 else "")
+    return text
 
 
 def _type_of(schema: dict[str, Any]) -> str:
@@ -47,32 +102,26 @@ def inverse_kind(entry: Entry) -> str:
     return f"{solved} numerical (tol {getattr(cls, 'tolerance', 0):g})"
 
 
-def registry_markdown(reg: Registry, title: str, with_inverse: bool = False) -> str:
+def registry_markdown(reg: Registry, title: str) -> str:
     lines = [f"### {title}", ""]
-    for entry in reg:
-        if entry.name.startswith("_"):  # private (test-only) registrations
-            continue
+    for entry in public(reg):
         head = f"#### `{entry.name}`"
         if entry.category:
             head += f" · {entry.category}"
-        lines += [head, "", entry.doc or "", ""]
-        if with_inverse:
+        lines += [head, "", doc_markdown(entry.doc), ""]
+        if reg.kind == "node":
             lines += [f"Inverse: {inverse_kind(entry)}.", ""]
         rows = param_rows(entry)
         if rows:
             lines += ["| parameter | type | default | description |", "| --- | --- | --- | --- |"]
-            lines += [f"| `{n}` | {t} | {d} | {desc} |" for n, t, d, desc in rows]
+            lines += [f"| `{n}` | {t} | {d} | {doc_markdown(desc)} |" for n, t, d, desc in rows]
             lines.append("")
     return "\n".join(lines)
 
 
 def catalogue_markdown() -> str:
-    """Node, net and prior catalogue in Markdown (README, ``flowspec nodes --markdown``)."""
-    return "\n".join([
-        registry_markdown(NODES, "Bijector nodes", with_inverse=True),
-        registry_markdown(NETS, "Conditioner networks"),
-        registry_markdown(PRIORS, "Priors"),
-    ])
+    """The catalogue of every registry in Markdown (README, ``flowspec nodes --markdown``)."""
+    return "\n".join(registry_markdown(reg, title) for reg, title in registries())
 
 
 START, END = "<!-- catalogue:start -->", "<!-- catalogue:end -->"

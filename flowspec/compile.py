@@ -16,9 +16,11 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from flowspec.autocast import run_fp32, upcast
 from flowspec.construct import Construction
 from flowspec.errors import FlowspecError
 from flowspec.graph import GraphIR, analyse
+from flowspec.nets import build_net
 
 Latents = torch.Tensor | tuple[torch.Tensor, ...]
 #: called as trace(node_id, node_input, node_output, logdet) after every node of a walk.
@@ -29,12 +31,31 @@ def _module_key(node_id: str) -> str:
     return node_id.replace(".", "/")
 
 
+def _legacy_args(method: str, legacy: tuple, temperature: float, context: Any
+                 ) -> tuple[float, Any]:
+    """``(temperature, context)`` from old positional extras ``(temperature, context)``."""
+    if not legacy:
+        return temperature, context
+    import warnings
+
+    if len(legacy) > 2:
+        raise TypeError(f"Flow.{method}() takes n positionally, then temperature= and "
+                        f"context= by keyword")
+    warnings.warn(f"Flow.{method}(n, ...): pass temperature= and context= by keyword",
+                  DeprecationWarning, stacklevel=3)
+    return legacy[0], (legacy[1] if len(legacy) > 1 else context)
+
+
 class Flow(nn.Module):
     """A compiled normalizing flow.
 
     ``forward``/``encode`` map data to latents, ``inverse``/``decode`` map latents
     to data. With one latent node, latents are a tensor; with several
-    (multi-scale), a tuple in the order the latents are declared.
+    (multi-scale, ``factor_out``), a tuple in the order the latents are declared, so
+    ``z, logdet = flow(x)`` gives ``z = (z_1, ..., z_k)`` there
+    (``flatten_latents`` makes one ``[batch, D]`` tensor of it). Sampling takes
+    ``n`` positionally and the rest by keyword: ``sample(n, temperature=,
+    context=)``, ``sample_and_log_prob(n, temperature=, context=)``.
     """
 
     def __init__(self, graph: GraphIR):
@@ -42,8 +63,15 @@ class Flow(nn.Module):
         analysis = analyse(graph)
         self.graph = graph
         self.input_shape: tuple[int, ...] = tuple(graph.input_shape)
-        self.context_shape = graph.context.tensor_shape if graph.context else None
-        self.num_classes = graph.context.num_classes if graph.context else None
+        ctx_ir = graph.context
+        #: the context as passed in (labels: one-hot width); nodes see node_context_shape
+        self.context_shape = ctx_ir.tensor_shape if ctx_ir else None
+        self.node_context_shape = ctx_ir.node_shape if ctx_ir else None
+        self.num_classes = ctx_ir.num_classes if ctx_ir else None
+        #: model.context_net: embeds the context once, before any node or prior reads it
+        self.context_net: nn.Module | None = None
+        if ctx_ir is not None and ctx_ir.net is not None:
+            self.context_net = build_net(ctx_ir.net, self.context_shape, self.node_context_shape)
         self.checkpoint_grads = False
         #: the resolved spec this flow was built from (set by flowspec.load / training).
         self.spec: Any = None
@@ -57,14 +85,14 @@ class Flow(nn.Module):
         by_id = {n.id: n for n in graph.nodes}
         for nid in analysis.forward_order:
             self.nodes[_module_key(nid)] = build.node(
-                by_id[nid], analysis.node_in_shapes[nid], self.context_shape
+                by_id[nid], analysis.node_in_shapes[nid], self.node_context_shape
             )
         self.priors = nn.ModuleDict()
         for lat in graph.latents:
             self.priors[_module_key(lat.id)] = build.prior(
                 lat,
                 analysis.shapes[lat.input],
-                self.context_shape,
+                self.node_context_shape,
                 analysis.shapes[lat.cond] if lat.cond else None,
             )
         build.check_finite()
@@ -97,7 +125,14 @@ class Flow(nn.Module):
 
     # -- context -------------------------------------------------------------------
     def prepare_context(self, context: Any, batch: int) -> torch.Tensor | None:
-        """Class labels -> one-hot floats; a single label or vector is broadcast to the batch."""
+        """Class labels -> one-hot floats; a single label or vector is broadcast to the batch;
+        then the context net, if any, embeds it (once per call, for all nodes and priors)."""
+        ctx = self._context_tensor(context, batch)
+        if ctx is not None and self.context_net is not None:
+            return self.context_net(ctx)
+        return ctx
+
+    def _context_tensor(self, context: Any, batch: int) -> torch.Tensor | None:
         if self.context_shape is None:
             if context is not None:
                 raise FlowspecError("this flow takes no context, but one was given",
@@ -133,7 +168,8 @@ class Flow(nn.Module):
 
     def _forward_walk(self, x: torch.Tensor, context: torch.Tensor | None, trace: TraceFn | None):
         vals: dict[str, Any] = {self.graph.input_port: x}
-        logdet = x.new_zeros(x.shape[0])
+        # Log-dets accumulate in at least float32, also when autocast makes nodes emit bf16.
+        logdet = upcast(x.new_zeros(x.shape[0]))
         trace = trace or self.watch
         for (nid, node, ins, outs), drop in zip(self._fwd, self._fwd_drop):
             inp = vals[ins[0]] if len(ins) == 1 else tuple(vals[p] for p in ins)
@@ -176,7 +212,7 @@ class Flow(nn.Module):
             for p in drop:
                 del vals[p]
             x, ld = self._run(node.inverse, y, context)
-            logdet = ld if logdet is None else logdet + ld
+            logdet = upcast(ld) if logdet is None else logdet + ld
             if len(ins) == 1:
                 vals[ins[0]] = x
             else:
@@ -201,7 +237,8 @@ class Flow(nn.Module):
     def _latent_log_prob(self, vals: dict[str, Any], context: torch.Tensor | None) -> torch.Tensor:
         total = None
         for _, prior, port, cond in self._lat:
-            lp = prior.log_prob(vals[port], context, vals[cond] if cond else None)
+            # A prior's log-density sums over every dimension: never in bf16/fp16.
+            lp = run_fp32(prior.log_prob, vals[port], context, vals[cond] if cond else None)
             total = lp if total is None else total + lp
         return total  # type: ignore[return-value]
 
@@ -232,21 +269,31 @@ class Flow(nn.Module):
         vals, logdet = self._forward_walk(x, ctx, None)
         return self._latent_log_prob(vals, ctx) + logdet
 
-    def sample(self, n: int, temperature: float = 1.0, context: Any = None) -> torch.Tensor:
+    # Sampling methods take ``n`` positionally and everything else by keyword:
+    # ``flow.sample(64, temperature=0.7, context=labels)``. (They once took
+    # positional extras in two different orders; those calls still work, with a
+    # DeprecationWarning, mapped in the order each method used to have.)
+    def sample(self, n: int, *legacy: Any, temperature: float = 1.0,
+               context: Any = None) -> torch.Tensor:
+        """``n`` samples (latent -> data) at ``temperature`` (scales the priors' spread)."""
+        temperature, context = _legacy_args("sample", legacy, temperature, context)
         ctx = self.prepare_context(context, n)
         return self._inverse_walk(None, n, temperature, ctx, None)[0]
 
-    def sample_with_latents(
-        self, n: int, temperature: float = 1.0, context: Any = None
-    ) -> tuple[torch.Tensor, Latents]:
+    def sample_with_latents(self, n: int, *legacy: Any, temperature: float = 1.0,
+                            context: Any = None) -> tuple[torch.Tensor, Latents]:
+        """Samples and the latents they were decoded from."""
+        temperature, context = _legacy_args("sample_with_latents", legacy, temperature, context)
         ctx = self.prepare_context(context, n)
         x, _, latents, _ = self._inverse_walk(None, n, temperature, ctx, None)
         return x, self._pack(latents)
 
-    def sample_and_log_prob(
-        self, n: int, context: Any = None, temperature: float = 1.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_and_log_prob(self, n: int, *legacy: Any, temperature: float = 1.0,
+                            context: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples and their log-density under the flow (the reverse-KL estimator's input)."""
+        if legacy:  # the old order here was (context, temperature)
+            legacy = tuple(reversed(legacy)) if len(legacy) == 2 else (1.0, legacy[0])
+        temperature, context = _legacy_args("sample_and_log_prob", legacy, temperature, context)
         ctx = self.prepare_context(context, n)
         x, logdet, _, vals = self._inverse_walk(None, n, temperature, ctx, None)
         return x, self._latent_log_prob(vals, ctx) - logdet
@@ -259,9 +306,13 @@ class Flow(nn.Module):
         return out
 
     def trace_inverse(
-        self, n: int, temperature: float = 1.0, context: Any = None, z: Latents | None = None
+        self, n: int, *legacy: Any, temperature: float = 1.0, context: Any = None,
+        z: Latents | None = None,
     ) -> list[tuple[str, Any]]:
         """Every node's output on the way latent -> data (sampling unless ``z`` is given)."""
+        if len(legacy) == 3:
+            legacy, z = legacy[:2], legacy[2]
+        temperature, context = _legacy_args("trace_inverse", legacy, temperature, context)
         out: list[tuple[str, Any]] = []
         given = self._unpack(z) if z is not None else None
         ctx = self.prepare_context(context, n)

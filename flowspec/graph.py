@@ -53,14 +53,23 @@ class LatentIR:
 
 @dataclass
 class ContextIR:
-    """The flow's condition: class labels (one-hot inside the flow) or a float tensor."""
+    """The flow's condition: class labels (one-hot inside the flow) or a float tensor,
+    optionally embedded once by ``net`` into ``features`` numbers (``model.context_net``)."""
 
     num_classes: int | None = None
     shape: Shape | None = None
+    net: Any = None
+    features: int | None = None
 
     @property
     def tensor_shape(self) -> Shape:
+        """The context as given to the flow (labels one-hot)."""
         return (self.num_classes,) if self.num_classes is not None else tuple(self.shape or ())
+
+    @property
+    def node_shape(self) -> Shape:
+        """What every node and prior sees: the embedding's shape when there is a net."""
+        return (int(self.features),) if self.net is not None else self.tensor_shape
 
 
 @dataclass

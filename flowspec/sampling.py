@@ -33,24 +33,49 @@ def _class_context(flow: Flow, n: int, label: int | None):
     return torch.full((n,), label)
 
 
+#: samples per row of an image temperature grid when ``-n`` is not given
+IMAGE_ROW = 8
+
+
+def default_count(flow: Flow, temperatures: list[float]) -> int:
+    """The spec's ``sample.n`` (per temperature); image rows of a temperature grid hold
+    :data:`IMAGE_ROW` unless asked otherwise."""
+    n = int(flow.spec.sample["n"])
+    if len(flow.input_shape) == 3 and len(temperatures) > 1:
+        return min(n, IMAGE_ROW)
+    return n
+
+
+def temperature_label(t: float) -> str:
+    return f"T = {t:g}"
+
+
 @torch.no_grad()
 def sample_figure(
     flow: Flow,
     path: str | Path,
     *,
-    n: int = 64,
+    n: int | None = None,
     temperatures: list[float] | None = None,
     data_dir: Any = None,
     label: int | None = None,
     npy: bool = False,
     context: Any = None,
 ) -> Path:
-    """One temperature: a grid (images) or scatter+density (2-D) or energy comparison;
-    several temperatures: one row per temperature. ``npy`` saves raw arrays instead;
+    """Images: a grid (one temperature) or one labelled row per temperature; 2-D data:
+    one scatter panel per temperature next to the data and the learned density; energies:
+    target, learned density and one sample histogram per temperature. ``n`` is per
+    temperature (default: :func:`default_count`). ``npy`` saves raw arrays instead;
     ``path`` ending in .csv/.tsv/.npy/.npz writes the samples as a data file
-    (:mod:`flowspec.data.export`). ``context``: one context vector (conditional flows)."""
+    (:mod:`flowspec.data.export`). ``context``: one context vector (conditional flows).
+
+    Non-finite samples are marked (images) or dropped (scatter plots), counted in the
+    picture and reported as :class:`~flowspec.viz.notes.SampleWarning` lines."""
     path = Path(path)
     temps = temperatures or [flow.spec.sample["temperature"]]
+    n = n if n is not None else default_count(flow, temps)
+    if n < 1:
+        raise FlowspecError(f"-n {n}: need at least one sample")
     from flowspec.data.export import EXPORT_SUFFIXES, write_samples
 
     if path.suffix.lower() in EXPORT_SUFFIXES and not npy:
@@ -59,38 +84,114 @@ def sample_figure(
         return write_samples(flow, path, n, temps[0], context=context, label=label)
     if npy:
         ctx = _class_context(flow, n, label)
-        arrays = torch.stack([flow.sample(n, t, ctx).cpu() for t in temps])
+        arrays = torch.stack([flow.sample(n, temperature=t, context=ctx).cpu() for t in temps])
         import numpy as np
 
         np.save(path.with_suffix(".npy"), arrays.squeeze(0).numpy())
         return path.with_suffix(".npy")
+    from flowspec.viz.notes import run_title
+
+    title = run_title(flow)
     if flow.spec.train["objective"] == "reverse_kl":
         from flowspec.energies import build_energy
         from flowspec.viz.energy import plot_energy_comparison
 
-        return plot_energy_comparison(flow, build_energy(flow.spec.train["target"]), path)
+        return plot_energy_comparison(flow, build_energy(flow.spec.train["target"]), path,
+                                      n_samples=n, temperatures=temps, title=title)
     try:
         source, prep = _data(flow, data_dir)
     except DataError:
         if len(flow.input_shape) != 3:
             raise
         source, prep = None, None
+    test = None
+    if source is not None and not getattr(source, "discrete", False):
+        test = source.load("test")
+    return draw_samples(flow, source, prep, path, n, temps, data=test, context=context,
+                        label=label, title=title)
+
+
+@torch.no_grad()
+def draw_samples(flow: Flow, source: Any, prep: Any, path: str | Path, n: int,
+                 temperatures: float | list[float], data: Any = None, context: Any = None,
+                 label: int | None = None, title: str | None = None) -> Path:
+    """Images -> PNG grid (one labelled row per temperature when there are several);
+    2-D points -> one scatter panel per temperature next to the data and the density.
+    (The training loop draws its epoch pictures through this too.)
+
+    A flow conditional on a context vector shows one ``p(x | c)``: samples and density
+    for ``context`` (one vector), by default the first context of ``data``; the data
+    panel is left out, since the data's points belong to other contexts.
+    """
+    from flowspec.viz.notes import run_title
+
+    temps = [temperatures] if isinstance(temperatures, (int, float)) else list(temperatures)
+    title = run_title(flow) if title is None else title
+    vector_context = flow.context_shape is not None and not flow.num_classes
+    if vector_context and context is None:
+        if data is None or getattr(data, "context", None) is None:
+            raise DataError("this flow is conditional: give a context to sample for",
+                            hint="flowspec sample RUN --context v1,v2,...")
+        context = data.context[0]
     if len(flow.input_shape) == 3:
-        from flowspec.viz.grid import save_grid, save_rows
+        return _image_grid(flow, prep, Path(path), n, temps, context, label, title)
+    if tuple(flow.input_shape) != (2,):
+        raise DataError(f"cannot draw samples of shape {list(flow.input_shape)}",
+                        hint="write them to a file instead: flowspec sample RUN -o samples.csv")
+    from flowspec.viz.points import plot_samples_2d
 
-        def to_img(x):
-            return prep.to_images(x) if prep is not None else (x.clamp(0, 1) * 255).byte()
+    dev = flow._reference_tensor().device
+    samples = {}
+    for t in temps:
+        ctx = context if context is not None else _class_context(flow, n, label)
+        samples[t] = flow.sample(n, temperature=t, context=ctx)
+    if vector_context:
+        c = torch.as_tensor(context).reshape(-1).tolist()
+        title += f" · p(x | c = [{', '.join(f'{v:.3g}' for v in c)}])"
+        return plot_samples_2d(_WithContext(flow, context), samples, path, title=title)
+    ref = None
+    if data is not None:
+        ref = data.x[:4000].to(dev)
+        ref = prep.deterministic(ref) if hasattr(prep, "deterministic") else ref
+    return plot_samples_2d(flow, samples, path, data=ref, title=title)
 
-        if len(temps) == 1:
-            return save_grid(to_img(flow.sample(n, temps[0], _class_context(flow, n, label))), path)
-        per_row = min(n, 8)
-        return save_rows([to_img(flow.sample(per_row, t, _class_context(flow, per_row, label)))
-                          for t in temps], path)
-    from flowspec.train.objectives import draw_samples
 
-    test = source.load("test") if source is not None else None
-    return draw_samples(flow, source, prep, path, n, temps[0], data=test,
-                        context=context if context is not None else _class_context(flow, n, label))
+class _WithContext:
+    """A conditional flow with its context bound, for pictures of one ``p(x | c)``."""
+
+    def __init__(self, flow: Flow, context: torch.Tensor):
+        self.flow, self.context = flow, context
+
+    def log_prob(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
+        return self.flow.log_prob(x, self.context)
+
+    def _reference_tensor(self) -> torch.Tensor:
+        return self.flow._reference_tensor()
+
+
+def _image_grid(flow: Flow, prep: Any, path: Path, n: int, temps: list[float], context: Any,
+                label: int | None, title: str) -> Path:
+    from flowspec.viz.grid import save_grid, save_rows
+    from flowspec.viz.notes import nonfinite_rows, nonfinite_text, warn_nonfinite
+
+    def to_img(x):
+        return prep.to_images(x) if prep is not None else (x.clamp(0, 1) * 255).byte()
+
+    rows, bad = [], []
+    for t in temps:
+        ctx = context if context is not None else _class_context(flow, n, label)
+        x = flow.sample(n, temperature=t, context=ctx)
+        bad.append(nonfinite_rows(x).cpu())
+        rows.append(to_img(torch.nan_to_num(x, nan=0.0)).cpu())
+    n_bad, total = int(sum(int(b.sum()) for b in bad)), n * len(temps)
+    warn_nonfinite(n_bad, total, "marked red")
+    if n_bad:
+        title += f" · {nonfinite_text(n_bad, total, 'red, crossed')}"
+    if len(temps) == 1:
+        return save_grid(rows[0], path, title=f"{title} · {temperature_label(temps[0])}",
+                         bad=bad[0])
+    return save_rows(rows, path, labels=[temperature_label(t) for t in temps], title=title,
+                     bad=bad)
 
 
 def _latent_batch(flow: Flow, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -105,6 +206,7 @@ def interpolate_figure(
 ) -> Path:
     """Rows of linear latent interpolations between random test-image pairs."""
     from flowspec.viz.grid import save_rows
+    from flowspec.viz.notes import run_title
 
     source, prep = _data(flow, data_dir)
     if not source.discrete:
@@ -117,13 +219,31 @@ def interpolate_figure(
     y = test.y[idx].to(dev) if test.y is not None else None
     z = _latent_batch(flow, x, y)
     alphas = torch.linspace(0, 1, steps, device=dev, dtype=z.dtype)
-    rows = []
+    rows, bad = [], []
     for p in range(pairs):
         za, zb = z[2 * p], z[2 * p + 1]
         zs = za[None] + alphas[:, None] * (zb - za)[None]
         ctx = y[2 * p].expand(steps) if (y is not None and flow.num_classes) else None
-        rows.append(prep.to_images(flow.decode(flow.unflatten_latents(zs), ctx)))
-    return save_rows(rows, path)
+        _decoded_row(flow, prep, flow.decode(flow.unflatten_latents(zs), ctx), rows, bad)
+    title = f"{run_title(flow)} · latent interpolation, {steps} steps between test images"
+    return save_rows(rows, path, title=_with_bad(title, bad), bad=bad)
+
+
+def _decoded_row(flow: Flow, prep: Any, x: torch.Tensor, rows: list, bad: list) -> None:
+    """Append one row of decoded images, noting which were not finite."""
+    from flowspec.viz.notes import nonfinite_rows
+
+    bad.append(nonfinite_rows(x).cpu())
+    rows.append(prep.to_images(torch.nan_to_num(x, nan=0.0)).cpu())
+
+
+def _with_bad(title: str, bad: list[torch.Tensor]) -> str:
+    """The title, plus the count of non-finite images (also warned about)."""
+    from flowspec.viz.notes import nonfinite_text, warn_nonfinite
+
+    n_bad, total = sum(int(b.sum()) for b in bad), sum(int(b.numel()) for b in bad)
+    warn_nonfinite(n_bad, total, "marked red")
+    return f"{title} · {nonfinite_text(n_bad, total, 'red, crossed')}" if n_bad else title
 
 
 @torch.no_grad()
@@ -166,6 +286,7 @@ def manipulate_figure(
 ) -> Path:
     """Rows: an image moved along an attribute direction by each alpha (Glow, section 5)."""
     from flowspec.viz.grid import save_rows
+    from flowspec.viz.notes import run_title
 
     source, prep = _data(flow, data_dir)
     direction = attribute_direction(flow, source, prep, attr)
@@ -180,8 +301,10 @@ def manipulate_figure(
         x_raw = test.x[torch.randperm(test.x.shape[0], generator=gen)[:n_images]]
     x = prep.deterministic(x_raw.to(dev))
     z = _latent_batch(flow, x, None)
-    rows = []
+    rows, bad = [], []
     for zi in z:
         zs = torch.stack([zi + a * direction.to(dev) for a in alphas])
-        rows.append(prep.to_images(flow.decode(flow.unflatten_latents(zs))))
-    return save_rows(rows, path)
+        _decoded_row(flow, prep, flow.decode(flow.unflatten_latents(zs)), rows, bad)
+    title = (f"{run_title(flow)} · '{attr}' direction, columns α = "
+             + ", ".join(f"{a:g}" for a in alphas))
+    return save_rows(rows, path, title=_with_bad(title, bad), bad=bad)

@@ -12,6 +12,11 @@ from flowspec_cli.main import app
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 def invoke(*args):
     result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
     return result
@@ -29,7 +34,7 @@ def trained(tiny_spec_path, tmp_path):
 def test_train_eval_sample_trace_resume(trained, tmp_path):
     r = invoke("eval", trained, "--json")
     assert r.exit_code == 0, r.output
-    metrics = json.loads(r.output)
+    metrics = json.loads(r.stdout)
     assert metrics["n"] == 256 and "nll_nats" in metrics and "nll_minus_entropy" in metrics
 
     png = tmp_path / "s.png"
@@ -74,7 +79,7 @@ def test_show_check_nodes_schema(tiny_spec_path):
     r = invoke("nodes")
     assert r.exit_code == 0 and "affine_coupling" in r.output
     r = invoke("schema")
-    assert r.exit_code == 0 and json.loads(r.output)["$schema"].startswith("http://json-schema")
+    assert r.exit_code == 0 and json.loads(r.stdout)["$schema"].startswith("http://json-schema")
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +128,26 @@ def test_temperature_grid_interpolate_manipulate(glow_run, tmp_path):
 
     r = runner.invoke(app, ["manipulate", str(run), "--attr", "Smilng", "--data-dir", str(data)])
     assert r.exit_code == 2 and "did you mean 'Smiling'" in r.output
+
+
+def test_image_probes_on_a_six_image_test_split(glow_run, tmp_path):
+    """interpolate's defaults (4 pairs) on 6 test images: 3 pairs, said so; bad counts and
+    alphas are refused (exit 2, one message)."""
+    run, data = glow_run
+    r = invoke("interpolate", run, "--data-dir", data)
+    assert r.exit_code == 0, r.output
+    assert "the test split has 6 images: 3 pair(s) instead of 4" in r.stderr
+    out = run / "interpolations" / "interpolate-pairs3-steps8-seed0.png"
+    assert out.is_file() and f"wrote {out}" in r.stdout
+    w, h = _png_size(out)
+    assert h > w / 8 * 2.5  # three rows of eight
+    for args, expect in ((["--pairs", "0"], "--pairs"), (["--steps", "-3"], "--steps"),
+                         (["-o", tmp_path / "i.qqq"], "unknown file type")):
+        r = runner.invoke(app, ["interpolate", str(run), "--data-dir", str(data)]
+                          + [str(a) for a in args])
+        assert r.exit_code == 2 and expect in r.output, r.output
+    r = runner.invoke(app, ["manipulate", str(run), "--attr", "Smiling", "--alphas", "",
+                            "--data-dir", str(data)])
+    assert r.exit_code == 2 and "at least one number" in r.output
+    r = invoke("manipulate", run, "--attr", "Smiling", "--alphas", "-1,1", "--data-dir", data)
+    assert r.exit_code == 0 and (run / "manipulations" / "manipulate-Smiling-test.png").is_file()

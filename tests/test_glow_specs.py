@@ -66,7 +66,7 @@ def test_quick_spec_round_trips(name):
         z, ld = flow(x, ctx)
         x2, ild = flow.inverse(z, ctx)
         lp = flow.log_prob(x, ctx)
-        s = flow.sample(n, 0.7, ctx)
+        s = flow.sample(n, temperature=0.7, context=ctx)
     assert (x2 - x).abs().max() < 1e-4
     assert torch.allclose(ld, -ild, rtol=1e-4, atol=1e-2)
     assert lp.shape == (n,) and torch.isfinite(lp).all()
@@ -103,9 +103,9 @@ def test_conditional_glow_samples_depend_on_the_label():
     flow.eval()
     with torch.no_grad():
         torch.manual_seed(1)
-        a = flow.sample(3, 0.0, 1)
+        a = flow.sample(3, temperature=0.0, context=1)
         torch.manual_seed(1)
-        b = flow.sample(3, 0.0, 7)
+        b = flow.sample(3, temperature=0.0, context=7)
     assert not torch.allclose(a, b)
 
 

@@ -112,4 +112,4 @@ model:
         flow.eval()
         for temperature in (0.7, 1.0, 2.0):
             torch.manual_seed(1)
-            assert count_nonfinite(flow.sample(256, temperature)) == 0, temperature
+            assert count_nonfinite(flow.sample(256, temperature=temperature)) == 0, temperature

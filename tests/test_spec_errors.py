@@ -149,14 +149,14 @@ def test_train_and_sample_sections(tmp_path):
         model: {input: [2], flow: []}
         train:
           stepz: 3
-          amp: on
+          compile: on
           optimizer: {adma: {lr: 1}}
           batch_size: 0
         sample: {temperature: hot}
         """)
     assert got == [
         (3, 3, "train.stepz", "unknown key 'stepz'", "did you mean 'steps'?"),
-        (4, 8, "train.amp", "expected true/false, got 'on'", None),
+        (4, 12, "train.compile", "expected true/false, got 'on'", None),
         (5, 15, "train.optimizer.adma", "unknown key 'adma'", "did you mean 'adam'?"),
         (6, 15, "train.batch_size", "expected integer >= 1, got 0", None),
         (7, 23, "sample.temperature", "expected number >= 0, got 'hot'", None),

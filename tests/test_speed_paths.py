@@ -115,9 +115,9 @@ def test_channels_last_flow_gives_the_same_results():
     cl.eval()
     with torch.no_grad():
         torch.manual_seed(3)
-        s = flow.sample(4, 0.7)
+        s = flow.sample(4, temperature=0.7)
         torch.manual_seed(3)
-        s_cl = cl.sample(4, 0.7)
+        s_cl = cl.sample(4, temperature=0.7)
     assert torch.allclose(s, s_cl, atol=1e-4)
 
 
@@ -133,9 +133,9 @@ def test_glow_traces_as_one_compiled_graph():
     flow.eval()
     with torch.no_grad():
         torch.manual_seed(1)
-        a = flow.sample(3, 0.7)
+        a = flow.sample(3, temperature=0.7)
         torch.manual_seed(1)
-        b = torch.compile(flow.sample, backend="eager", fullgraph=True)(3, 0.7)
+        b = torch.compile(flow.sample, backend="eager", fullgraph=True)(3, temperature=0.7)
     torch._dynamo.reset()
     assert torch.allclose(a, b, atol=1e-4)
 

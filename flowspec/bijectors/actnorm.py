@@ -42,8 +42,9 @@ def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     warmup=True,
 )
 class ActNorm(Bijector):
-    """Per-channel scale and bias, initialised from the first training batch to zero
-    mean and unit variance: Glow's batch-size-independent replacement for batch norm.
+    """Per-channel scale and bias (per feature on vectors), initialised from the first
+    training batch to zero mean and unit variance: Glow's batch-size-independent
+    replacement for batch norm.
 
     ``y = (x + bias) * exp(log_scale)`` per channel (dim 0 of the per-example
     shape; per feature for vectors); log-det = positions * sum(log_scale). The

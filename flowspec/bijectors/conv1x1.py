@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from flowspec.autocast import fp32_region
 from flowspec.bijectors.base import NODES, Bijector, Shape
 from flowspec.errors import ShapeError
 from flowspec.registry import params_schema
@@ -157,15 +158,17 @@ class InvConv1x1(Bijector):
 
     # -- maps ----------------------------------------------------------------------
     def forward(self, x, context=None):
-        if self._use_cache():
-            w, _, ld = self.weights()
-        else:
-            w, ld = self._weight(), self._logdet()
+        with fp32_region(x):  # W from its LU factors and log|det W| never in bf16
+            if self._use_cache():
+                w, _, ld = self.weights()
+            else:
+                w, ld = self._weight(), self._logdet()
         return _apply(x, w), (ld * self.positions).expand(x.shape[0])
 
     def inverse(self, y, context=None):
-        if self._use_cache():
-            _, w_inv, ld = self.weights()
-        else:
-            w_inv, ld = self._inverse_weight(), self._logdet()
+        with fp32_region(y):
+            if self._use_cache():
+                _, w_inv, ld = self.weights()
+            else:
+                w_inv, ld = self._inverse_weight(), self._logdet()
         return _apply(y, w_inv), (-ld * self.positions).expand(y.shape[0])

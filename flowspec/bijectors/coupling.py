@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from flowspec.autocast import run_fp32
 from flowspec.bijectors.base import NODES, Bijector, Shape, batch_zeros
 from flowspec.bijectors.masks import MASK_SCHEMA, PARITY_SCHEMA, Partition, mask_shapes
 from flowspec.errors import UnknownNameError
@@ -86,7 +87,8 @@ class Coupling(Bijector):
         # A channels_last conditioner hands back channels_last h: make it match the
         # (contiguous) data so the elementwise maps and their gradients stay on fast paths.
         h = h.contiguous().reshape(h.shape[0], self.n_params, *self.partition.part_shape)
-        out, ld = self.elementwise(part, h, inverse)
+        # The net is the cost; the elementwise map and its log-det stay fp32 under autocast.
+        out, ld = run_fp32(self.elementwise, part, h, inverse)
         y = self.partition.merge(kept, out)
         return y, batch_zeros(x) if ld is None else self.partition.reduce(ld)
 

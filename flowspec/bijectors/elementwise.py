@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from flowspec.autocast import upcast
 from flowspec.bijectors.base import NODES, Bijector, Shape
 from flowspec.errors import ShapeError
 from flowspec.registry import params_schema
@@ -68,11 +69,12 @@ class Logit(Bijector):
         return t.reshape(t.shape[0], -1).sum(1)
 
     def forward(self, x, context=None):
-        p = self.alpha + (1 - 2 * self.alpha) * x
+        p = self.alpha + (1 - 2 * self.alpha) * upcast(x)  # log terms: fp32 under autocast
         y = torch.log(p) - torch.log1p(-p)
         return y, self._sum(self._log_range - torch.log(p) - torch.log1p(-p))
 
     def inverse(self, y, context=None):
+        y = upcast(y)
         x = (torch.sigmoid(y) - self.alpha) / (1 - 2 * self.alpha)
         return x, self._sum(F.logsigmoid(y) + F.logsigmoid(-y) - self._log_range)
 

@@ -12,7 +12,10 @@ the conditioner predicts. Four ways to split, all along the per-example shape:
   conditioner sees the full image with the transformed pixels zeroed.
 
 ``parity`` (taken mod 2) swaps the roles: parity 0 keeps the first part (first
-half, even indices, the squares with ``h + w`` even) and transforms the second.
+half, even indices, the squares with ``h + w`` even) and transforms the second;
+parity 1 keeps the second and transforms the first. On a vector ``[4]`` with
+``mask: half``, parity 0 transforms ``x[2:]`` given ``x[:2]``; a ``repeat`` with
+``parity: "${i}"`` alternates so every dimension is transformed.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ MASK_SCHEMA = {
 PARITY_SCHEMA = {
     "type": "integer",
     "default": 0,
-    "description": "taken mod 2; 1 swaps which part is transformed (write \"${i}\" in a repeat)",
+    "description": "taken mod 2; 0 keeps the first part (first half, even indices, squares "
+    "with h + w even) and transforms the second; 1 swaps them (write \"${i}\" in a repeat)",
 }
 
 

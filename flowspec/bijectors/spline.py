@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from flowspec.autocast import autocast_active, run_fp32
 from flowspec.bijectors.base import NODES, Shape
 from flowspec.bijectors.coupling import NET_SCHEMA, Coupling
 from flowspec.bijectors.masks import MASK_SCHEMA, PARITY_SCHEMA
@@ -51,7 +52,11 @@ def rq_spline(
     The parameters have ``x``'s shape plus a last dim: ``K`` widths, ``K`` heights
     and ``K - 1`` interior derivatives (unconstrained; a zero derivative input
     means slope 1). With ``inverse`` it maps y -> x and returns ``log|dx/dy|``.
+    Under autocast it runs in float32: a bin search on bf16 knots picks wrong bins.
     """
+    if autocast_active(x.device.type):
+        return run_fp32(rq_spline, x, unnormalized_widths, unnormalized_heights,
+                        unnormalized_derivatives, bound, inverse)
     inside = (x >= -bound) & (x <= bound)
     xc = x.clamp(-bound, bound)
     xk, widths = _knots(unnormalized_widths, bound, MIN_WIDTH)

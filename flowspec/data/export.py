@@ -120,7 +120,7 @@ def sample_array(flow: Any, n: int, temperature: float = 1.0, context: Any = Non
             per_row = flow.num_classes or ctx.dim() > len(flow.context_shape)
             c = ctx[start:start + m] if per_row else ctx.expand(m, *flow.context_shape)
             cs.append(c.float().reshape(m, -1).cpu())
-        xs.append(flow.sample(m, temperature, c).float().cpu())
+        xs.append(flow.sample(m, temperature=temperature, context=c).float().cpu())
     return torch.cat(xs).numpy(), (torch.cat(cs).numpy() if cs else None)
 
 

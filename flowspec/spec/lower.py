@@ -24,9 +24,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from flowspec.errors import Location
+from flowspec.errors import Location, ShapeError
 from flowspec.graph import INPUT_PORT, ContextIR, GraphIR, LatentIR, NodeIR
-from flowspec.registry import Registry, did_you_mean
+from flowspec.registry import Registry, did_you_mean, split_named
 from flowspec.spec import schema as S
 from flowspec.spec.expand import Expander
 from flowspec.spec.expr import IDENT_RE
@@ -522,6 +522,10 @@ class Lowerer:
                              "see 'Limits' in docs/spec-language.md")
                     shape = None
         context = self.context(model.get("context"), child_loc(model, "context") or mloc)
+        if "context_net" in model:
+            self.context_net(context, model["context_net"], model.key_loc("context_net")
+                             if isinstance(model, LDict) else mloc,
+                             child_loc(model, "context_net") or mloc, "context" in model)
         has_flow, has_graph = "flow" in model, "graph" in model
         if has_flow == has_graph:
             self.bad("model needs either flow: [...] (a sequential flow) or graph: [...]"
@@ -548,6 +552,35 @@ class Lowerer:
         if shape is None:
             return None
         return GraphIR(shape, self.nodes, self.latents, context, file=self.file)
+
+    def context_net(self, context: ContextIR | None, raw: Any, key_loc: Location | None,
+                    loc: Location | None, declared: bool) -> None:
+        """``model.context_net: {net: NET, features: N}`` -> ``context.net/features``."""
+        path = "model.context_net"
+        if not declared:
+            self.bad("context_net embeds the flow's context, but model.context is not set",
+                     path, key_loc, "declare model.context: {classes: K} or {shape: [D]}")
+            return
+        value = self.ev(raw, self.vars, path, loc)
+        schema = {"type": "object", "additionalProperties": False,
+                  "required": ["net", "features"],
+                  "properties": {"net": {"$ref": "#/definitions/net"},
+                                 "features": {"type": "integer", "minimum": 1}}}
+        if not isinstance(value, dict):
+            self.bad(f"expected {{net: {{mlp: {{...}}}}, features: N}}, got {show(value)}",
+                     path, loc)
+            return
+        if not self.validator.check(value, schema, path, loc) or context is None:
+            return
+        name, _ = split_named(value["net"])  # name and parameters checked by the $ref
+        check = getattr(self.validator.named["net"].get(name).obj, "check_shapes", None)
+        if check is not None:
+            try:
+                check(context.tensor_shape, (value["features"],))
+            except ShapeError as err:
+                self.bad(str(err), join_path(path, "net"), child_loc(value, "net") or loc)
+                return
+        context.net, context.features = plain(value["net"]), int(value["features"])
 
     def context(self, raw: Any, loc: Location | None) -> ContextIR | None:
         if raw is None:

@@ -34,7 +34,7 @@ NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$"
 
 TOP_KEYS = ("flowspec", "name", "description", "vars", "blocks", "quick",
             "data", "model", "train", "sample")
-MODEL_KEYS = ("input", "context", "prior", "flow", "graph", "description")
+MODEL_KEYS = ("input", "context", "context_net", "prior", "flow", "graph", "description")
 GRAPH_ITEM_KEYS = ("id", "node", "flow", "block", "latent", "args", "repeat", "as",
                    "in", "out", "cond")
 #: the node ``factor_out`` expands to (two outputs: kept part, factored-out part).
@@ -222,6 +222,14 @@ def _model_definitions(regs: dict[str, Registry]) -> dict[str, Schema]:
                             {"type": "object", "additionalProperties": False,
                              "required": ["shape"], "properties": {"shape": shape}},
                         ]},
+            "context_net": {
+                "description": "embeds the context once (a registered net, e.g. mlp) into "
+                "`features` numbers; every node and prior then sees the embedding",
+                "type": "object", "additionalProperties": False, "required": ["net", "features"],
+                "properties": {"net": ref("net"),
+                               "features": {"anyOf": [{"type": "integer", "minimum": 1},
+                                                      ref("expr")],
+                                            "description": "size of the embedding"}}},
             "prior": {**ref("prior"), "description": "prior of the end of a sequential flow "
                       f"(default {DEFAULT_PRIOR})"},
             "flow": ref("chain"),

@@ -34,10 +34,17 @@ TRAIN_SCHEMA = params_schema(
     objective={"enum": ["maximum_likelihood", "reverse_kl"], "default": "maximum_likelihood",
                "description": "maximum_likelihood on data, or reverse_kl on an energy (target)"},
     target={**ref("energy"), "description": "energy for reverse_kl, e.g. U1 or {U1: {...}}"},
-    anneal=params_schema(
+    anneal={**params_schema(
         beta0={"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.01},
-        steps={"type": "integer", "minimum": 0, "default": 0},
-    ),
+        steps={"type": "integer", "minimum": 0, "default": 0,
+               "description": "anneal over this many steps (a fixed count: a shorter run "
+                              "ends still annealing, and says so)"},
+        fraction={"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1,
+                  "default": None,
+                  "description": "anneal over this share of the run's steps (follows "
+                                 "--set train.steps); use instead of steps"},
+    ), "description": "reverse_kl: β rises linearly from beta0 to 1 over steps (or fraction "
+                      "of the run)"},
     batch_size={**_pos_int, "default": 128},
     epochs={**_pos_int, "default": 10,
             "description": "passes over the data (ignored if steps set)"},
@@ -52,7 +59,20 @@ TRAIN_SCHEMA = params_schema(
     ema={"type": ["number", "null"], "minimum": 0, "exclusiveMaximum": 1, "default": None,
          "description": "decay of an exponential moving average of weights used for eval"},
     eval_every={"type": "integer", "minimum": 0, "default": 1,
-                "description": "evaluate on the test split every N epochs (0: never)"},
+                "description": "evaluate on the validation split (test without one) every N "
+                               "epochs (0: never)"},
+    early_stopping={**params_schema(
+        required=("patience",),
+        patience={**_pos_int, "description": "stop after this many evaluations without "
+                                             "improvement"},
+        min_delta={"type": "number", "minimum": 0, "default": 0.0,
+                   "description": "an improvement smaller than this does not count"},
+    ), "description": "stop when the validation metric stops improving (needs "
+                      "data.val_fraction > 0)"},
+    log={"type": "array", "items": {"enum": ["jsonl", "csv", "tensorboard"]},
+         "uniqueItems": True, "default": ["jsonl"],
+         "description": "metric sinks: metrics.jsonl (always written), metrics/<split>.csv, "
+                        "tensorboard/ (needs the tensorboard package)"},
     eval_batches={"type": ["integer", "null"], "minimum": 1, "default": None,
                   "description": "cap the periodic evaluation to N batches"},
     sample_every={"type": "integer", "minimum": 0, "default": 1,
@@ -66,10 +86,18 @@ TRAIN_SCHEMA = params_schema(
                      "description": "for reverse_kl (no dataset): steps counted as one epoch"},
     checkpoint_grads={"type": "boolean", "default": False,
                       "description": "recompute activations in backward to save memory"},
-    amp={"type": "boolean", "default": False, "description": "bfloat16 autocast on CUDA"},
+    precision={"enum": ["fp32", "bf16", "fp16"], "default": "fp32",
+               "description": "fp32, or autocast: bf16 (CPU and CUDA) | fp16 (CUDA, with a "
+               "gradient scaler); log-dets, splines and priors stay fp32"},
+    compile={"type": "boolean", "default": False,
+             "description": "torch.compile the training step (eager, with a message, where "
+             "the platform cannot compile)"},
+    amp={"type": ["boolean", "null"], "default": None,
+         "description": "deprecated: use precision (amp: true is read as precision: bf16)"},
     channels_last={"type": "boolean", "default": False,
                    "description": "conv weights in channels_last layout: faster conv "
-                   "conditioners on CPU (oneDNN) and with amp on CUDA tensor cores"},
+                   "conditioners on CPU (oneDNN); on CUDA the known win with bf16/fp16 "
+                   "(tensor cores)"},
     seed={"type": "integer", "default": 0},
 )
 

@@ -61,8 +61,14 @@ def evaluate_nll(
     max_batches: int | None = None,
     seed: int = 0,
     entropy: float | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, float]:
     """Mean ``-log p(x)`` over a split, with one fixed-seed dequantization draw.
+
+    The noise of batch ``b`` comes from a generator seeded by ``(seed, b)``, so with
+    ``shard = (rank, world)`` (rank ``r`` takes batches ``b ≡ r mod world``; sums are
+    all-reduced) every example gets the same noise as in one process and the mean
+    equals the 1-process mean up to float64 summation order.
 
     ``nll_nats`` is per example on the model's input scale ([0, 1] for images);
     ``bits_per_dim`` (discrete data only) adds the discretisation term
@@ -71,26 +77,33 @@ def evaluate_nll(
     was_training = flow.training
     flow.eval()
     device = torch.device(device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    bad_rows: list[torch.Tensor] = []  # per batch, no device sync until the end
-    n = 0
+    rank, world = shard
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # total nll, examples
+    bad_rows: list[tuple[int, torch.Tensor]] = []  # (first index, mask) per batch, no sync
     for b, start in enumerate(range(0, split.x.shape[0], batch_size)):
         if max_batches is not None and b >= max_batches:
             break
+        if b % world != rank:
+            continue
+        gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + b)
         xb = split.x[start:start + batch_size].to(device)
         yb = split.y[start:start + batch_size].to(device) if split.y is not None else None
         ctx = getattr(split, "context", None)
         cb = ctx[start:start + batch_size].to(device) if ctx is not None else None
         x = prep(xb, generator=gen)
         lp = flow.log_prob(x, batch_context(flow, yb, cb))
-        total += -lp.double().sum()
-        bad_rows.append(~torch.isfinite(lp))
-        n += xb.shape[0]
+        sums[0] += -lp.double().sum()
+        sums[1] += xb.shape[0]
+        bad_rows.append((start, ~torch.isfinite(lp)))
+    if world > 1:
+        from flowspec.train.distributed import all_reduce_sum
+
+        all_reduce_sum(sums)
     flow.train(was_training)
-    nll = float(total) / max(n, 1)
-    if not math.isfinite(nll):
-        _refuse_nonfinite(nll, torch.cat(bad_rows), n)
+    n = int(sums[1])
+    nll = float(sums[0]) / max(n, 1)
+    if not math.isfinite(nll):  # every rank sees the reduced value, so all refuse together
+        _refuse_nonfinite(nll, bad_rows, n, world, device)
     dims = flow.num_dims
     out: dict[str, float] = {"nll_nats": nll, "nats_per_dim": nll / dims, "n": n}
     if getattr(prep, "n_bits", None):
@@ -100,15 +113,24 @@ def evaluate_nll(
     return out
 
 
-def _refuse_nonfinite(nll: float, bad: torch.Tensor, n: int) -> None:
-    """A NaN/inf NLL is never a result: say which examples and what to do."""
+def _refuse_nonfinite(nll: float, bad_rows: list[tuple[int, torch.Tensor]], n: int,
+                      world: int = 1, device: torch.device | None = None) -> None:
+    """A NaN/inf NLL is never a result: say which examples and what to do.
+
+    Sharded over ``world`` ranks, the count is summed; the indices shown are this rank's.
+    """
     from flowspec.errors import FlowspecError
 
-    idx = bad.nonzero().flatten().tolist()
+    idx = [start + i for start, mask in bad_rows for i in mask.nonzero().flatten().tolist()]
+    count = len(idx)
+    if world > 1:
+        from flowspec.train.distributed import all_reduce_sum
+
+        count = int(all_reduce_sum(torch.tensor(float(count), device=device)))
     shown = ", ".join(map(str, idx[:5])) + (" ..." if len(idx) > 5 else "")
     raise FlowspecError(
         f"the negative log-likelihood is {nll}: the flow gives a non-finite log-density to "
-        f"{len(idx)} of {n} examples (indices {shown})" if idx else
+        f"{count} of {n} examples (indices {shown})" if count else
         f"the negative log-likelihood is {nll}: the per-example values are finite but their "
         f"sum overflows",
         hint="the model is degenerate on these inputs (a diverged or undertrained run, or "

@@ -14,6 +14,7 @@ import torch
 
 from flowspec.compile import Flow
 from flowspec.errors import DataError
+from flowspec.train.distributed import local_batch
 from flowspec.train.evaluate import batch_context, check_context, evaluate_nll
 
 
@@ -22,14 +23,20 @@ class MaximumLikelihood:
     without one (``data.val_fraction: 0``) no checkpoint is chosen, never on test."""
 
     key_metric = "nll_nats"
+    #: what ``loss`` is measured in: -log p(x) divided by the number of dimensions
+    loss_unit = "nats/dim"
 
-    def __init__(self, spec: Any, flow: Flow, data_dir: Any, device: torch.device):
+    def __init__(self, spec: Any, flow: Flow, data_dir: Any, device: torch.device,
+                 shard: tuple[int, int] = (0, 1)):
         from flowspec.data import open_spec_dataset
 
         cfg = spec.train
         self.source, self.prep = open_spec_dataset(spec, data_dir)
         self.device = device
+        #: the global batch (train.batch_size) and this rank's slice of it
         self.batch_size = cfg["batch_size"]
+        self.rank, self.world = shard
+        self.local_batch = local_batch(self.batch_size, self.world)
         self.eval_batches = cfg["eval_batches"]
         self.train_split = self.source.load("train")
         self._splits: dict[str, Any] = {}
@@ -76,7 +83,8 @@ class MaximumLikelihood:
             gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
             self._perm = torch.randperm(self.train_split.x.shape[0], generator=gen)
             self._perm_epoch = epoch
-        return self._perm[i * self.batch_size:(i + 1) * self.batch_size]  # type: ignore[index]
+        start = i * self.batch_size + self.rank * self.local_batch  # this rank's slice
+        return self._perm[start:start + self.local_batch]  # type: ignore[index]
 
     def loss(self, flow: Flow, step: int, seed: int) -> tuple[torch.Tensor, dict[str, float]]:
         split = self.train_split
@@ -139,7 +147,7 @@ class MaximumLikelihood:
         return evaluate_nll(flow, self.split(split), self.prep,
                             batch_size=max(self.batch_size, 256),
                             device=self.device, max_batches=max_batches or self.eval_batches,
-                            entropy=self.source.entropy)
+                            entropy=self.source.entropy, shard=(self.rank, self.world))
 
     def draw(self, flow: Flow, path: Path, n: int, temperature: float) -> Path:
         return draw_samples(flow, self.source, self.prep, path, n, temperature,
@@ -152,8 +160,11 @@ class ReverseKL:
 
     key_metric = "kl_nats"
     selection_split = "samples"
+    #: ``loss`` is E_q[log q + β U] per sample (not per dim)
+    loss_unit = "nats"
 
-    def __init__(self, spec: Any, flow: Flow, data_dir: Any, device: torch.device):
+    def __init__(self, spec: Any, flow: Flow, data_dir: Any, device: torch.device,
+                 shard: tuple[int, int] = (0, 1)):
         from flowspec.energies import build_energy
 
         cfg = spec.train
@@ -164,10 +175,11 @@ class ReverseKL:
                             hint="e.g. target: U1")
         self.energy = build_energy(cfg["target"])
         self.batch_size = cfg["batch_size"]
-        self.beta0 = cfg["anneal"]["beta0"] if cfg.get("anneal") else 1.0
-        self.anneal_steps = cfg["anneal"]["steps"] if cfg.get("anneal") else 0
+        self.local_batch = local_batch(self.batch_size, shard[1])  # samples per rank
         self.steps_per_epoch = cfg["steps_per_epoch"] or 1000
         self.device = device
+        total = cfg["steps"] or cfg["epochs"] * self.steps_per_epoch
+        self.beta0, self.anneal_steps, self.warnings = anneal_plan(cfg.get("anneal"), total)
 
     def beta(self, step: int) -> float:
         from flowspec.train.reverse_kl import beta_schedule
@@ -178,7 +190,7 @@ class ReverseKL:
         from flowspec.train.reverse_kl import reverse_kl_loss
 
         beta = self.beta(step)
-        loss, stats = reverse_kl_loss(flow, self.energy, self.batch_size, beta)
+        loss, stats = reverse_kl_loss(flow, self.energy, self.local_batch, beta)
         return loss, {**stats, "beta": beta}
 
     def evaluate(self, flow: Flow, split: str = "test", max_batches: int | None = None) -> dict:
@@ -188,60 +200,51 @@ class ReverseKL:
 
     def draw(self, flow: Flow, path: Path, n: int, temperature: float) -> Path:
         from flowspec.viz.energy import plot_energy_comparison
+        from flowspec.viz.notes import run_title
 
-        return plot_energy_comparison(flow, self.energy, path)
+        return plot_energy_comparison(flow, self.energy, path, n_samples=n,
+                                      temperatures=[temperature], title=run_title(flow))
 
 
-def build_objective(spec: Any, flow: Flow, data_dir: Any, device: torch.device):
+def anneal_plan(anneal: dict | None, total: int) -> tuple[float, int, list[str]]:
+    """``(beta0, anneal steps, warnings)`` of a ``train.anneal`` section for a run of
+    ``total`` steps. ``fraction`` follows the run's length; a fixed ``steps`` longer
+    than the run leaves β below 1 at the end, which fits the wrong target: warned."""
+    if not anneal:
+        return 1.0, 0, []
+    beta0, steps, fraction = anneal["beta0"], anneal.get("steps", 0), anneal.get("fraction")
+    if fraction is not None:
+        if steps:
+            from flowspec.errors import SpecError
+
+            raise SpecError("train.anneal: give steps or fraction, not both",
+                            hint="fraction: 0.5 anneals over the first half of the run")
+        return beta0, max(1, round(fraction * total)), []
+    warnings = []
+    if steps > total:
+        from flowspec.train.reverse_kl import beta_schedule
+
+        end = beta_schedule(total, beta0, steps)
+        warnings.append(
+            f"train.anneal.steps ({steps}) is longer than the run ({total} steps): β ends at "
+            f"{end:.2f}, not 1, so the flow fits a flattened target. Use --set "
+            f"train.anneal.steps={total // 2}, or write anneal: {{fraction: 0.5}} in the spec "
+            f"(annealing over half the run, whatever its length)")
+    return beta0, steps, warnings
+
+
+def build_objective(spec: Any, flow: Flow, data_dir: Any, device: torch.device,
+                    shard: tuple[int, int] = (0, 1)):
+    """The spec's objective; ``shard = (rank, world)`` for a data-parallel rank."""
     kind = spec.train["objective"]
-    return (ReverseKL if kind == "reverse_kl" else MaximumLikelihood)(spec, flow, data_dir, device)
-
-
-class _WithContext:
-    """A conditional flow with its context bound, for pictures of one ``p(x | c)``."""
-
-    def __init__(self, flow: Flow, context: torch.Tensor):
-        self.flow, self.context = flow, context
-
-    def log_prob(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
-        return self.flow.log_prob(x, self.context)
-
-    def _reference_tensor(self) -> torch.Tensor:
-        return self.flow._reference_tensor()
+    cls = ReverseKL if kind == "reverse_kl" else MaximumLikelihood
+    return cls(spec, flow, data_dir, device, shard)
 
 
 @torch.no_grad()
 def draw_samples(flow: Flow, source: Any, prep: Any, path: Path, n: int, temperature: float,
                  data: Any = None, context: Any = None) -> Path:
-    """Images -> PNG grid; 2-D points -> scatter + density next to the data.
+    """Images -> PNG grid; 2-D points -> scatter + density next to the data."""
+    from flowspec.sampling import draw_samples as draw
 
-    A flow conditional on a context vector shows one ``p(x | c)``: samples and density
-    for ``context`` (one vector), by default the first context of ``data``; the data
-    panel is left out, since the data's points belong to other contexts.
-    """
-    from flowspec.viz.grid import save_grid
-    from flowspec.viz.points import plot_samples_2d
-
-    if flow.context_shape is not None and context is None and flow.num_classes:
-        context = torch.arange(n) % flow.num_classes
-    vector_context = flow.context_shape is not None and not flow.num_classes
-    if vector_context and context is None:
-        if data is None or getattr(data, "context", None) is None:
-            raise DataError("this flow is conditional: give a context to sample for",
-                            hint="flowspec sample RUN --context v1,v2,...")
-        context = data.context[0]
-    x = flow.sample(n, temperature, context)
-    if getattr(source, "discrete", False):
-        return save_grid(prep.to_images(x), path)
-    ref = None
-    if data is not None and not vector_context:
-        ref = prep.deterministic(data.x[:4000].to(x.device)) if hasattr(prep, "deterministic") \
-            else data.x[:4000]
-    if x.dim() == 2 and x.shape[1] == 2:
-        if vector_context:
-            c = torch.as_tensor(context).reshape(-1).tolist()
-            title = f"p(x | c = [{', '.join(f'{v:.3g}' for v in c)}]), T = {temperature:g}"
-            return plot_samples_2d(_WithContext(flow, context), x, path, title=title)
-        return plot_samples_2d(flow, x, path, data=ref, title=f"T = {temperature:g}")
-    raise DataError(f"cannot draw samples of shape {list(x.shape[1:])}",
-                    hint="write them to a file instead: flowspec sample RUN -o samples.csv")
+    return draw(flow, source, prep, path, n, temperature, data=data, context=context)

@@ -1,28 +1,51 @@
-"""Progress reporting for the training loop. The CLI plugs in a rich progress bar;
-the library default prints plain lines (good for logs and non-TTY output)."""
+"""Progress reporting for the training loop.
+
+The loop calls a :class:`Reporter`: ``step`` after every optimiser step (cheap: no
+metric is computed for it), ``log`` every ``log_every`` steps with a row of
+metrics, ``epoch`` after each evaluation, ``message``/``warning`` for events. The
+CLI plugs in a rich progress bar on a terminal; everywhere else (pipes, cluster
+logs, the library default) :class:`PlainReporter` writes one timestamped line per
+record, never wrapped, so ``grep 'step '`` and ``awk`` work on the log.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+#: the order metrics are shown in (others are left out of the one-line summaries)
+ORDER = ["loss", "nll_nats", "bits_per_dim", "nll_minus_entropy", "kl_nats", "ess",
+         "free_energy", "beta", "lr", "grad_norm", "examples_per_s"]
+#: units of metrics whose name does not say it
+UNITS = {"nll_nats": "nats", "bits_per_dim": "bits/dim", "nll_minus_entropy": "nats",
+         "kl_nats": "nats", "free_energy": "nats", "nats_per_dim": "nats/dim",
+         "examples_per_s": "examples/s"}
+
 
 def format_metrics(metrics: dict[str, Any]) -> str:
-    order = ["loss", "nll_nats", "bits_per_dim", "nll_minus_entropy", "kl_nats", "ess",
-             "free_energy", "beta", "lr", "grad_norm", "examples_per_s"]
-    keys = [k for k in order if k in metrics]
+    """``key=value`` pairs in a fixed order (4 significant digits), space-separated."""
     parts = []
-    for k in keys:
-        v = metrics[k]
-        parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+    for k in ORDER:
+        if k in metrics:
+            v = metrics[k]
+            parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
     return " ".join(parts)
+
+
+def timestamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 class Reporter:
     """Receives the loop's events; subclasses decide how to show them."""
 
     def start(self, *, run_dir: Path, total_steps: int, start_step: int,
-              steps_per_epoch: int, device: str) -> None: ...
+              steps_per_epoch: int, device: str, loss_unit: str = "") -> None: ...
+
+    def step(self, step: int) -> None:
+        """Called after every optimiser step: keep it cheap."""
 
     def log(self, step: int, metrics: dict[str, Any]) -> None: ...
 
@@ -30,28 +53,57 @@ class Reporter:
 
     def message(self, text: str) -> None: ...
 
+    def warning(self, text: str) -> None:
+        self.message(f"warning: {text}")
+
     def close(self) -> None: ...
 
 
+def _print_line(text: str) -> None:
+    print(text, flush=True)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split("\n"))
+
+
 class PlainReporter(Reporter):
-    def __init__(self, print_fn=print):
-        self.print = print_fn
+    """One line per record: ``2025-01-31T12:00:00 step 100/300 loss=1.23 ...``.
+
+    Lines are written whole (no terminal width, no wrapping, flushed at once), so a
+    log file or a pipe gets exactly one record per line. ``timestamps=False`` drops
+    the time prefix.
+    """
+
+    def __init__(self, print_fn: Callable[[str], None] | None = None, timestamps: bool = True):
+        self.print = print_fn or _print_line
+        self.timestamps = timestamps
         self.total = 0
 
-    def start(self, *, run_dir, total_steps, start_step, steps_per_epoch, device):
+    def _emit(self, text: str) -> None:
+        text = _one_line(text)
+        self.print(f"{timestamp()} {text}" if self.timestamps else text)
+
+    def start(self, *, run_dir, total_steps, start_step, steps_per_epoch, device,
+              loss_unit=""):
         self.total = total_steps
         what = f"resuming at step {start_step}" if start_step else "training"
-        self.print(f"{what}: {total_steps} steps ({steps_per_epoch}/epoch) on {device}; "
-                   f"run dir {run_dir}")
+        unit = f"; loss in {loss_unit}" if loss_unit else ""
+        self._emit(f"{what}: {total_steps} steps ({steps_per_epoch}/epoch) on {device}"
+                   f"{unit}; run dir {run_dir}")
 
     def log(self, step, metrics):
-        self.print(f"step {step}/{self.total} {format_metrics(metrics)}")
+        self._emit(f"step {step}/{self.total} {format_metrics(metrics)}")
 
     def epoch(self, epoch, metrics, split="test"):
-        self.print(f"epoch {epoch} {split}: {format_metrics(metrics)}")
+        where = f" step {metrics['step']}/{self.total}" if "step" in metrics else ""
+        self._emit(f"epoch {epoch}{where} {split}: {format_metrics(metrics)}")
 
     def message(self, text):
-        self.print(text)
+        self._emit(text)
+
+    def warning(self, text):
+        self._emit(f"WARNING: {text}")
 
 
 class SilentReporter(Reporter):

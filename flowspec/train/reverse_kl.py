@@ -5,6 +5,10 @@ energy) needs only samples of q and their log-density, which the flow gives in
 one inverse walk (noise -> data, closed form for planar/radial). Training
 minimises ``E_q[log q + β U]`` with β annealed linearly from ``beta0`` to 1 as in
 Rezende & Mohamed 2015 (early on the flow may spread out before committing).
+The annealing length is ``train.anneal.steps`` (fixed) or ``train.anneal.fraction``
+of the run (follows ``--set train.steps``); a fixed length longer than the run is
+warned about at start (:func:`flowspec.train.objectives.anneal_plan`), since β then
+never reaches 1 and the flow fits a flattened target.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ def reverse_kl_loss(
     Stats: ``free_energy`` (``E[log q + U]``, β = 1), ``kl_nats`` (free energy + log Z,
     when the energy has a ``log_z``) and ``ess`` (importance-sampling efficiency).
     """
-    x, log_q = flow.sample_and_log_prob(n, context)
+    x, log_q = flow.sample_and_log_prob(n, context=context)
     u = energy(x)
     loss = (log_q + beta * u).mean()
     with torch.no_grad():
@@ -64,7 +68,7 @@ def evaluate_reverse_kl(flow: Flow, energy: Any, n: int = 20_000, batch: int = 5
     """
     log_w = []
     for start in range(0, n, batch):
-        x, log_q = flow.sample_and_log_prob(min(batch, n - start), context)
+        x, log_q = flow.sample_and_log_prob(min(batch, n - start), context=context)
         log_w.append(-energy(x) - log_q)
     lw = torch.cat(log_w).double()
     finite = torch.isfinite(lw)

@@ -1,10 +1,18 @@
-"""2-D pictures: samples next to data, and the learned density on a grid (matplotlib)."""
+"""2-D pictures: samples next to data (one panel per temperature) and the learned density.
+
+Builders (``*_figure``) return the matplotlib figure, so tests and notebooks can
+look at its axes; ``plot_*`` save it. Non-finite samples cannot be drawn in a
+scatter plot: they are dropped, counted in the panel's title and warned about.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from flowspec.viz.notes import nonfinite_rows, warn_nonfinite, warn_nonfinite_grid
 
 
 def _plt():
@@ -27,37 +35,90 @@ def density_grid(flow, lim: float, n: int = 200, context=None) -> tuple[torch.Te
     return ticks.cpu(), logp.exp().reshape(n, n).cpu()
 
 
-def plot_samples_2d(
-    flow,
-    samples: torch.Tensor,
-    path: str | Path,
-    data: torch.Tensor | None = None,
-    title: str = "",
-) -> Path:
-    """Panels: data (if given), samples, learned density — on shared axes."""
+def finite_density(dens: torch.Tensor, what: str = "density") -> tuple[torch.Tensor, str]:
+    """NaN/inf grid values -> 0 for drawing, with a note for the panel's title (and a
+    warning) saying how many there were."""
+    bad = int((~torch.isfinite(dens)).sum())
+    if not bad:
+        return dens, ""
+    warn_nonfinite_grid(bad, dens.numel(), what)
+    return torch.nan_to_num(dens, nan=0.0, posinf=0.0, neginf=0.0), \
+        f"\n{bad} of {dens.numel()} grid values non-finite, shown as 0"
+
+
+def finite_points(x: torch.Tensor) -> tuple[Any, int]:
+    """(finite rows as a numpy array, how many rows were dropped)."""
+    bad = nonfinite_rows(x)
+    return x[~bad].detach().cpu().float().numpy(), int(bad.sum())
+
+
+def square(ax: Any, lim: float, title: str, fontsize: float | None = None) -> None:
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=fontsize)
+
+
+def colorbar(fig: Any, mappable: Any, ax: Any, label: str) -> None:
+    bar = fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03)
+    bar.set_label(label)
+
+
+def dropped_text(dropped: int, total: int) -> str:
+    return f"\n{dropped} of {total} non-finite, dropped" if dropped else ""
+
+
+@torch.no_grad()
+def samples_2d_figure(flow, samples: dict[float, torch.Tensor], data: torch.Tensor | None = None,
+                      title: str = "", density: bool = True) -> Any:
+    """Panels on shared axes: the data (if given), the samples at each temperature, and
+    the learned density with a colorbar. Returns the figure."""
     plt = _plt()
     import numpy as np
 
-    given = ([data] if data is not None else []) + [samples]
-    pts = [t.detach().cpu().float().numpy() for t in given]
-    lim = float(np.quantile(np.abs(np.concatenate(pts)), 0.995)) * 1.1 + 1e-3
-    panels = (["data"] if data is not None else []) + ["samples", "density"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
-    for ax, name in zip(axes[0], panels):
-        if name == "density":
+    drawn = {t: finite_points(x) for t, x in samples.items()}
+    for t, (pts, dropped) in drawn.items():
+        warn_nonfinite(dropped, pts.shape[0] + dropped, "dropped from the plot", f"at T = {t:g}")
+    ref = data.detach().cpu().float().numpy() if data is not None else None
+    every = [p for p, _ in drawn.values() if p.shape[0]] + ([ref] if ref is not None else [])
+    scale = np.abs(np.concatenate(every)) if every else np.ones((1, 2))
+    lim = float(np.quantile(scale, 0.995)) * 1.1 + 1e-3
+    panels = (["data"] if ref is not None else []) + list(drawn) + (["density"] if density else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.6, 3.9),
+                             squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel == "density":
             ticks, dens = density_grid(flow, lim)
-            ax.pcolormesh(ticks.numpy(), ticks.numpy(), dens.numpy(), shading="auto",
-                          cmap="viridis")
+            dens, note = finite_density(dens)
+            mesh = ax.pcolormesh(ticks.numpy(), ticks.numpy(), dens.numpy(), shading="auto",
+                                 cmap="viridis")
+            colorbar(fig, mesh, ax, "p(x)")
+            square(ax, lim, "learned density" + note)
+        elif panel == "data":
+            ax.scatter(ref[:, 0], ref[:, 1], s=1, alpha=0.4, color="C0")
+            square(ax, lim, f"data ({ref.shape[0]} test points)")
         else:
-            p = pts[0] if name == "data" else pts[-1]
-            ax.scatter(p[:, 0], p[:, 1], s=1, alpha=0.5, color="C0" if name == "data" else "C1")
-        ax.set_title(name)
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-        ax.set_aspect("equal")
+            pts, dropped = drawn[panel]
+            ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5, color="C1")
+            total = pts.shape[0] + dropped
+            square(ax, lim, f"{total} samples, T = {panel:g}{dropped_text(dropped, total)}")
     if title:
         fig.suptitle(title)
-    return save_figure(fig, path, dpi=100)
+    return fig
+
+
+def plot_samples_2d(
+    flow,
+    samples: torch.Tensor | dict[float, torch.Tensor],
+    path: str | Path,
+    data: torch.Tensor | None = None,
+    title: str = "",
+    temperature: float = 1.0,
+) -> Path:
+    """Save :func:`samples_2d_figure` (one tensor of samples means one temperature)."""
+    if torch.is_tensor(samples):
+        samples = {temperature: samples}
+    return save_figure(samples_2d_figure(flow, samples, data, title), path)
 
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:

@@ -1,0 +1,249 @@
+"""Masked autoregressive flows: MAF (Papamakarios et al. 2017), IAF (Kingma et al.
+2016) and the autoregressive rational-quadratic spline flow (Durkan et al. 2019).
+
+Each node is one elementwise map ``y_i = f(u_i; theta_i)`` whose parameters
+``theta_i`` a MADE (:mod:`flowspec.nets.made`) predicts from the dimensions before
+``i`` in the node's ``order`` (and the flow's context). Whichever side the MADE
+reads is cheap: one pass gives every ``theta_i`` at once. The other direction is
+solved exactly, dimension by dimension, in D passes (:meth:`MADE.autoregress`);
+it is not numerical, so ``analytic = "both"``.
+
+* ``maf``: forward (data -> latent, the density) is the one-pass side;
+* ``iaf``: the same map turned around -- the inverse (latent -> data, sampling and
+  reverse KL) is one pass, the density takes D passes;
+* ``rq_spline_autoregressive``: a monotone RQ spline per dimension instead of an
+  affine map, forward in one pass.
+
+Parameters shared by all three: ``hidden`` and ``activation`` of the MADE, and
+``order``/``seed``/``parity`` of the autoregressive order (write ``parity: ${i}``
+in a repeat to reverse the order between layers, as MAF does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from flowspec.bijectors.base import NODES, Bijector, Shape
+from flowspec.bijectors.spline import rq_spline
+from flowspec.errors import ShapeError
+from flowspec.nets.made import MADE, ORDER_SCHEMA, SEED_SCHEMA, check_order, make_ranks
+from flowspec.nets.mlp import ACTIVATIONS
+from flowspec.registry import params_schema
+
+COMMON_SCHEMA: dict[str, Any] = {
+    "hidden": {"type": "array", "items": {"type": "integer", "minimum": 1},
+               "default": [256, 256], "description": "hidden layer widths of the MADE"},
+    "activation": {"enum": list(ACTIVATIONS), "default": "relu",
+                   "description": "nonlinearity of the MADE's hidden layers"},
+    "order": ORDER_SCHEMA,
+    "seed": SEED_SCHEMA,
+    "parity": {"type": "integer", "default": 0,
+               "description": "taken mod 2; 1 reverses the order (write \"${i}\" in a repeat "
+               "to alternate, as MAF does)"},
+}
+LOG_SCALE_BOUND_SCHEMA: dict[str, Any] = {
+    "type": "number", "exclusiveMinimum": 0, "default": 5.0,
+    "description": "log-scales are soft-clamped to (-bound, bound): bound * tanh(a / bound)",
+}
+
+
+def _params(**extra: dict[str, Any]) -> dict[str, Any]:
+    return params_schema(**COMMON_SCHEMA, **extra)
+
+
+class Autoregressive(Bijector):
+    """Shared machinery: a MADE on the one-pass side, ``elementwise`` on every dimension.
+
+    ``_fast(u)`` computes ``y = f(u; theta(u))`` in one MADE pass; ``_slow(y)``
+    inverts it in D passes. Subclasses say which of them is ``forward``.
+    """
+
+    n_params: int = 2
+
+    def __init__(self, in_shape: Shape, context_shape: Shape | None, n_params: int, *,
+                 hidden: Sequence[int], activation: str, order: Any, seed: int | None,
+                 parity: int):
+        super().__init__(tuple(in_shape), context_shape)
+        self._check(in_shape, order)
+        d = int(in_shape[0])
+        self.n_params = n_params
+        ranks = make_ranks(d, order, seed, parity)
+        self.made = MADE((d,), (d * n_params,), context_shape, hidden=list(hidden),
+                         activation=activation, order=ranks.tolist(), zero_init=True)
+
+    @classmethod
+    def _check(cls, in_shape: Shape, order: Any) -> None:
+        if len(in_shape) != 1:
+            raise ShapeError(f"{cls.registered_name} acts on vectors [D]; got "  # type: ignore[attr-defined]
+                             f"{list(in_shape)} (put a flatten node in front)")
+        check_order(int(in_shape[0]), order)
+
+    @classmethod
+    def out_shape(cls, in_shape, order="natural", **_):
+        cls._check(tuple(in_shape), order)
+        return tuple(in_shape)
+
+    # per-dimension map: y = f(u; theta); theta [..., P]
+    def elementwise(self, u: torch.Tensor, theta: torch.Tensor, inverse: bool):
+        """``(out, log|d out / d in|)`` elementwise; ``inverse`` maps y back to u."""
+        raise NotImplementedError
+
+    def _fast(self, u: torch.Tensor, context: torch.Tensor | None):
+        theta = self.made(u, context).view(u.shape[0], u.shape[1], self.n_params)
+        y, ld = self.elementwise(u, theta, inverse=False)
+        return y, ld.sum(1)
+
+    def _slow(self, y: torch.Tensor, context: torch.Tensor | None):
+        def solve(y_j: torch.Tensor, theta_j: torch.Tensor):
+            return self.elementwise(y_j, theta_j, inverse=True)
+
+        return self.made.autoregress(y, context, solve)
+
+    def _ctx(self, context: torch.Tensor | None) -> torch.Tensor | None:
+        return context if self.context_shape is not None else None
+
+
+class _AffineMixin:
+    """``y = u * exp(s) + t`` with a soft-clamped log-scale ``s = B tanh(a / B)``.
+
+    Why bounded: an unbounded ``exp(a)`` lets one large conditioner output scale a
+    dimension by e^50 early in training (NaN losses), and the D-pass inverse divides
+    by that scale. ``B tanh(a / B)`` is the identity near 0 (a zero-initialised MADE
+    still starts as the identity map, small outputs are not distorted) and keeps every
+    layer's log-scale in (-B, B); stacks of layers (and batch norm) reach any scale.
+    """
+
+    log_scale_bound: float
+
+    def elementwise(self, u, theta, inverse):
+        bound = self.log_scale_bound
+        s = bound * torch.tanh(theta[..., 0] / bound)
+        t = theta[..., 1]
+        if inverse:
+            return (u - t) * torch.exp(-s), -s
+        return u * torch.exp(s) + t, s
+
+
+_MLP_SMALL: dict[str, Any] = {"hidden": [8]}
+_AFFINE_EXAMPLES = [
+    {"in_shape": [3], "params": _MLP_SMALL},
+    {"in_shape": [4], "context_shape": [2], "params": {"hidden": [8, 6], "order": "reverse"}},
+    {"in_shape": [5], "params": {"hidden": [10], "order": "random", "seed": 3,
+                                 "activation": "tanh"}},
+    {"in_shape": [3], "context_shape": [3],
+     "params": {"hidden": [8], "order": [1, 2, 0], "parity": 1, "log_scale_bound": 2.0}},
+    {"in_shape": [4], "params": {"hidden": [], "parity": 1}},
+    {"in_shape": [1], "context_shape": [2], "params": {"hidden": [4]}},
+]
+
+
+@NODES.register("maf", schema=_params(log_scale_bound=LOG_SCALE_BOUND_SCHEMA),
+                category="autoregressive", examples=_AFFINE_EXAMPLES)
+class MAF(_AffineMixin, Autoregressive):
+    """Masked autoregressive flow layer (MAF): an affine map per dimension whose shift
+    and log-scale a MADE predicts from the earlier data dimensions; density in one pass.
+
+    Forward (data -> latent) ``z_i = x_i * exp(s_i(x_<i)) + t_i(x_<i)`` is one MADE
+    pass; the inverse (sampling) runs D exact sequential passes. Log-scales are
+    soft-clamped to ``(-log_scale_bound, log_scale_bound)`` for stability. Vectors
+    only (flatten images first); the MADE starts at zero, so the layer starts as
+    the identity.
+    """
+
+    def __init__(self, in_shape: Shape, context_shape: Shape | None = None, *,
+                 hidden: Sequence[int] = (256, 256), activation: str = "relu",
+                 order: Any = "natural", seed: int | None = None, parity: int = 0,
+                 log_scale_bound: float = 5.0):
+        super().__init__(in_shape, context_shape, 2, hidden=hidden, activation=activation,
+                         order=order, seed=seed, parity=parity)
+        self.log_scale_bound = float(log_scale_bound)
+
+    def forward(self, x, context=None):
+        return self._fast(x, self._ctx(context))
+
+    def inverse(self, y, context=None):
+        return self._slow(y, self._ctx(context))
+
+
+@NODES.register("iaf", schema=_params(log_scale_bound=LOG_SCALE_BOUND_SCHEMA),
+                category="autoregressive", examples=_AFFINE_EXAMPLES)
+class IAF(_AffineMixin, Autoregressive):
+    """Inverse autoregressive flow layer (IAF): MAF's map with the fast direction
+    swapped -- sampling (latent -> data) in one pass, the density in D passes.
+
+    Inverse (latent -> data) ``x_i = z_i * exp(s_i(z_<i)) + t_i(z_<i)`` is one MADE
+    pass on the latent; the forward (data -> latent) runs D exact sequential passes.
+    The choice for variational inference and reverse-KL fitting, where samples and
+    their density are needed together. Same parameters as ``maf``.
+    """
+
+    def __init__(self, in_shape: Shape, context_shape: Shape | None = None, *,
+                 hidden: Sequence[int] = (256, 256), activation: str = "relu",
+                 order: Any = "natural", seed: int | None = None, parity: int = 0,
+                 log_scale_bound: float = 5.0):
+        super().__init__(in_shape, context_shape, 2, hidden=hidden, activation=activation,
+                         order=order, seed=seed, parity=parity)
+        self.log_scale_bound = float(log_scale_bound)
+
+    def forward(self, x, context=None):
+        return self._slow(x, self._ctx(context))
+
+    def inverse(self, y, context=None):
+        return self._fast(y, self._ctx(context))
+
+
+@NODES.register(
+    "rq_spline_autoregressive",
+    schema=_params(
+        bins={"type": "integer", "minimum": 2, "maximum": 512, "default": 8,
+              "description": "spline bins K"},
+        bound={"type": "number", "exclusiveMinimum": 0, "default": 3.0,
+               "description": "tail bound B: the spline acts on [-B, B], identity outside"},
+    ),
+    category="autoregressive",
+    examples=[
+        {"in_shape": [3], "params": {"hidden": [8], "bins": 4}},
+        {"in_shape": [4], "context_shape": [2],
+         "params": {"hidden": [8, 8], "bins": 3, "bound": 2.0, "order": "reverse"}},
+        {"in_shape": [3], "params": {"hidden": [6], "bins": 5, "order": "random", "seed": 0}},
+        {"in_shape": [3], "context_shape": [1],
+         "params": {"hidden": [6], "bins": 2, "order": [2, 0, 1], "parity": 1,
+                    "bound": 1.0}},
+        {"in_shape": [2], "params": {"hidden": [], "bins": 3}},
+    ],
+)
+class RQSplineAutoregressive(Autoregressive):
+    """Autoregressive neural spline flow layer (Durkan et al. 2019): a monotone
+    rational-quadratic spline per dimension, its bins predicted by a MADE from the
+    earlier dimensions; far more flexible than ``maf`` per layer.
+
+    Spline on ``[-bound, bound]`` with ``bins`` bins, identity outside (linear
+    tails); the same spline as ``rq_spline_coupling``. Forward (data -> latent) is
+    one MADE pass; the inverse runs D exact sequential passes (each a closed-form
+    quadratic solve). A zero MADE output is the identity map.
+    """
+
+    def __init__(self, in_shape: Shape, context_shape: Shape | None = None, *,
+                 hidden: Sequence[int] = (256, 256), activation: str = "relu",
+                 order: Any = "natural", seed: int | None = None, parity: int = 0,
+                 bins: int = 8, bound: float = 3.0):
+        super().__init__(in_shape, context_shape, 3 * int(bins) - 1, hidden=hidden,
+                         activation=activation, order=order, seed=seed, parity=parity)
+        self.bins = int(bins)
+        self.bound = float(bound)
+
+    def elementwise(self, u, theta, inverse):
+        k = self.bins
+        # split, not three slices: its backward is one cat, not three zero-filled copies
+        widths, heights, derivatives = theta.split([k, k, k - 1], -1)
+        return rq_spline(u, widths, heights, derivatives, self.bound, inverse)
+
+    def forward(self, x, context=None):
+        return self._fast(x, self._ctx(context))
+
+    def inverse(self, y, context=None):
+        return self._slow(y, self._ctx(context))
+

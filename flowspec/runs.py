@@ -1,0 +1,345 @@
+"""Run directories as a user sees them: their status, and which one a path means.
+
+The trainer records each run's state in ``RUN/status.json`` (written atomically at
+start, while training, and when the run finishes, is interrupted, diverges or
+fails). Everything here reads only that file, the run's directory listing and the
+JSON header of its ``.safetensors`` files, so listing runs never imports torch.
+
+Resolution rules (what ``flowspec eval runs/<name>`` means):
+
+* a ``.safetensors`` file is itself;
+* a run directory gives its ``best`` checkpoint when it has one (chosen on the
+  validation split), else ``last`` -- or what ``which`` asks for;
+* ``runs/<name>`` (a folder of runs) gives the newest *finished* run; newer runs
+  that are still going, were interrupted or diverged are named in the notes, never
+  picked silently. :func:`resolve_resume` instead picks the newest run that can be
+  continued.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowspec.errors import CheckpointError
+
+STATUS_FILE = "status.json"
+#: statuses the trainer writes
+RUNNING, FINISHED, INTERRUPTED, DIVERGED, FAILED = (
+    "running", "finished", "interrupted", "diverged", "failed")
+#: a "running" status whose process is gone (killed, power loss) reads as this
+STOPPED = "stopped"
+#: a run directory written before status files existed
+UNKNOWN = "unknown"
+WHICH = ("best", "last")
+
+
+# -- status file -----------------------------------------------------------------------
+def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_status(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The run's ``status.json`` as written ({} when absent or unreadable)."""
+    try:
+        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_status(run_dir: str | os.PathLike, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into ``status.json`` (atomically); stamps ``updated``, ``pid`` and
+    ``host``. Returns the new content."""
+    run_dir = Path(run_dir)
+    data = read_status(run_dir)
+    data.update(fields)
+    data.update(updated=time.time(), pid=os.getpid(), host=socket.gethostname())
+    _atomic_write_json(run_dir / STATUS_FILE, data)
+    return data
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def effective_status(status: dict[str, Any]) -> str:
+    """The recorded status, except that ``running`` on this host with a dead process is
+    ``stopped`` (killed without a chance to record it)."""
+    state = status.get("status", UNKNOWN)
+    if state == RUNNING and status.get("host") == socket.gethostname():
+        pid = status.get("pid")
+        if isinstance(pid, int) and not _pid_alive(pid):
+            return STOPPED
+    return state
+
+
+# -- checkpoint headers (no torch) ---------------------------------------------------------
+def checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata of a ``.safetensors`` file, read from its JSON header only."""
+    try:
+        with open(path, "rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            if size > 100_000_000:
+                raise ValueError("header too large")
+            header = json.loads(fh.read(size))
+    except (OSError, ValueError, struct.error) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+    return header.get("__metadata__") or {}
+
+
+def checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``info`` a flowspec checkpoint carries (step, epoch, metrics, seed); {} if none."""
+    try:
+        return json.loads(checkpoint_metadata(path).get("info", "{}"))
+    except ValueError:
+        return {}
+
+
+# -- runs ------------------------------------------------------------------------------
+@dataclass
+class RunInfo:
+    """One run directory, as ``flowspec runs`` lists it."""
+
+    path: Path
+    status: str
+    step: int | None = None
+    total: int | None = None
+    #: {"metric": "nll_nats", "value": 2.41, "step": 300, "split": "val"}
+    best: dict[str, Any] | None = None
+    started: float | None = None
+    updated: float | None = None
+    elapsed_s: float | None = None
+    message: str | None = None
+    has_best: bool = False
+    has_last: bool = False
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.parent.name
+
+    def progress(self) -> str:
+        if self.step is None:
+            return "?"
+        return f"{self.step}/{self.total}" if self.total else str(self.step)
+
+    def describe(self) -> str:
+        """``interrupted at step 120/300`` and the like."""
+        where = f" at step {self.progress()}" if self.step is not None else ""
+        text = {RUNNING: "still running", STOPPED: "stopped without finishing (killed?)",
+                UNKNOWN: "of unknown status (no status.json)"}.get(self.status, self.status)
+        return text + (where if self.status != FINISHED else f" ({self.progress()} steps)")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "name": self.name, "status": self.status,
+                "step": self.step, "total": self.total, "best": self.best,
+                "started": self.started, "updated": self.updated, "elapsed_s": self.elapsed_s,
+                "message": self.message, "has_best": self.has_best, "has_last": self.has_last}
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return p.is_dir() and any((p / f).exists() for f in
+                              (STATUS_FILE, "last.safetensors", "spec.yaml"))
+
+
+def run_info(run_dir: str | os.PathLike) -> RunInfo:
+    """Status, progress and best metric of one run directory."""
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    info = RunInfo(path=run_dir, status=effective_status(status) if status else UNKNOWN,
+                   step=status.get("step"), total=status.get("total"), best=status.get("best"),
+                   started=status.get("started"), updated=status.get("updated"),
+                   elapsed_s=status.get("elapsed_s"), message=status.get("message"),
+                   has_best=(run_dir / "best.safetensors").is_file(),
+                   has_last=(run_dir / "last.safetensors").is_file(), raw=status)
+    if not status and info.has_last:  # an older run: read what its checkpoint says
+        try:
+            ck = checkpoint_info(run_dir / "last.safetensors")
+        except CheckpointError:
+            ck = {}
+        info.step = ck.get("step")
+        info.updated = (run_dir / "last.safetensors").stat().st_mtime
+    return info
+
+
+def list_runs(root: str | os.PathLike = "runs", name: str | None = None) -> list[RunInfo]:
+    """Runs under ``root`` (``root/<name>/<run>``), oldest first; ``name`` picks one spec.
+
+    ``root`` may itself be a folder of runs (``runs/<name>``) or one run directory.
+    """
+    root = Path(root)
+    if is_run_dir(root):
+        return [run_info(root)]
+    if not root.is_dir():
+        return []
+    groups = [root / name] if name else sorted(p for p in root.iterdir() if p.is_dir())
+    runs: list[RunInfo] = []
+    for group in groups:
+        if is_run_dir(group):  # root was already a folder of runs
+            runs.append(run_info(group))
+            continue
+        if group.is_dir():
+            runs.extend(run_info(d) for d in sorted(group.iterdir()) if is_run_dir(d))
+    return runs
+
+
+def _run_of_file(path: Path) -> RunInfo | None:
+    return run_info(path.parent) if is_run_dir(path.parent) else None
+
+
+@dataclass
+class Resolved:
+    """A checkpoint a command will use, and why that one."""
+
+    checkpoint: Path
+    which: str  # best | last | file
+    run: RunInfo | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.run.path if self.run is not None else None
+
+    @property
+    def step(self) -> int | None:
+        try:
+            return checkpoint_info(self.checkpoint).get("step")
+        except CheckpointError:
+            return None
+
+    def describe(self) -> str:
+        """``runs/x/2024.../best.safetensors (best, step 300)``."""
+        step = self.step
+        parts = [self.which] + ([f"step {step}"] if step is not None else [])
+        if self.run is not None and self.run.status != FINISHED:
+            parts.append(f"run {self.run.describe()}")
+        return f"{self.checkpoint} ({', '.join(parts)})"
+
+
+def _pick_in_run(run: RunInfo, which: str | None) -> Resolved:
+    if which is not None and which not in WHICH:
+        raise CheckpointError(f"--which must be best or last, got '{which}'")
+    if which is None:
+        if run.has_best:
+            return Resolved(run.path / "best.safetensors", "best", run)
+        if run.has_last:
+            return Resolved(run.path / "last.safetensors", "last", run,
+                            ["no best.safetensors in this run (no validation split chose one): "
+                             "using last"])
+    elif (run.path / f"{which}.safetensors").is_file():
+        return Resolved(run.path / f"{which}.safetensors", which, run)
+    elif which == "best" and run.has_last:
+        raise CheckpointError(
+            f"{run.path}: no best.safetensors (best is chosen on the validation split; this "
+            "run had none, or has not evaluated yet)", hint="use --which last")
+    raise CheckpointError(f"{run.path}: no checkpoint yet ({run.describe()})",
+                          hint="wait for the first epoch to end, or pass another run")
+
+
+def resolve_run(path: str | os.PathLike, which: str | None = None) -> Resolved:
+    """The checkpoint ``path`` means (see the module doc); raise :class:`CheckpointError`."""
+    p = Path(path)
+    if p.is_file():
+        stem = p.name.removesuffix(".safetensors")
+        if which is not None and stem in WHICH and stem != which:
+            raise CheckpointError(f"{p} is the {stem} checkpoint, but --which {which} was given",
+                                  hint="pass the run directory, or drop --which")
+        return Resolved(p, stem if stem in WHICH else "file", _run_of_file(p))
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such file or directory",
+                              hint="pass a checkpoint (.safetensors), a run directory or "
+                                   "runs/<name>; `flowspec runs` lists them")
+    if is_run_dir(p):
+        return _pick_in_run(run_info(p), which)
+    runs = list_runs(p)
+    if not runs:
+        raise CheckpointError(f"{p}: no runs in this directory",
+                              hint="train first: flowspec train SPEC")
+    usable = [r for r in runs if r.status in (FINISHED, UNKNOWN) and
+              (r.has_best or r.has_last) and (which is None or
+                                             (r.path / f"{which}.safetensors").is_file())]
+    if not usable:
+        listing = "; ".join(f"{r.path.name} {r.describe()}" for r in runs[-3:])
+        raise CheckpointError(f"{p}: no finished run ({listing})",
+                              hint=f"pass a run directory explicitly, e.g. {runs[-1].path}")
+    chosen = usable[-1]
+    resolved = _pick_in_run(chosen, which)
+    why = f"the newest finished run of {len(runs)}" if len(runs) > 1 else "its only run"
+    if chosen.status == UNKNOWN:
+        why = "the newest run (written before status files; cannot tell if it finished)"
+    resolved.notes.insert(0, f"{p} -> {chosen.path.name}: {why}")
+    for r in runs[runs.index(chosen) + 1:]:
+        resolved.notes.append(f"not using the newer run {r.path} ({r.describe()}); pass it "
+                              "explicitly to use it")
+    return resolved
+
+
+def resolve_resume(path: str | os.PathLike) -> tuple[Path, list[str]]:
+    """The run directory ``--resume path`` continues, and notes saying why that one.
+
+    A run directory is itself; ``runs/<name>`` gives its newest run that did not finish
+    (interrupted, diverged, failed, killed), else its newest run. A run still running
+    (its process alive on this host) is refused: two trainers would share one directory.
+    """
+    p = Path(path)
+    if p.is_file() and p.suffix == ".safetensors" and is_run_dir(p.parent):
+        p = p.parent
+    if not p.is_dir():
+        raise CheckpointError(f"{p}: no such run directory",
+                              hint="pass the run directory printed by `flowspec train`, or "
+                                   "runs/<name>; `flowspec runs` lists them")
+    notes: list[str] = []
+    if is_run_dir(p):
+        run = run_info(p)
+    else:
+        runs = [r for r in list_runs(p) if r.has_last]
+        if not runs:
+            raise CheckpointError(f"{p}: no run with a checkpoint to resume",
+                                  hint="train first: flowspec train SPEC")
+        open_runs = [r for r in runs if r.status not in (FINISHED, RUNNING)]
+        run = open_runs[-1] if open_runs else runs[-1]
+        why = ("the newest run that did not finish" if open_runs else
+               "the newest run (all finished: resuming continues it only if you raise "
+               "train.steps or train.epochs)")
+        notes.append(f"{p} -> {run.path.name}: {why}, {run.describe()}")
+    if run.status == RUNNING:
+        pid, host = run.raw.get("pid"), run.raw.get("host")
+        raise CheckpointError(f"{run.path}: this run is still running (pid {pid} on {host})",
+                              hint="stop it first (Ctrl-C checkpoints and stops)")
+    if not run.has_last:
+        raise CheckpointError(f"{run.path}: nothing to resume (no last.safetensors)",
+                              hint="pass the run directory printed by `flowspec train`")
+    return run.path, notes
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
