@@ -187,7 +187,7 @@ class AffineCoupling(Coupling):
         return cls._check(in_shape, mask, parity, net, 2)
 
     def elementwise(self, part, h, inverse):
-        raw, shift = h[:, 0], h[:, 1]
+        raw, shift = h.unbind(1)  # one gradient buffer in backward, not two
         if self.scale == "sigmoid":
             # Floored: 1 / sigmoid(h + 2) grows like exp(-h), and h grows with the
             # conditioner's input, so when sampling one out-of-range activation was
