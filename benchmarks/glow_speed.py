@@ -1,43 +1,59 @@
-"""Glow speed: the flow flowspec compiles from a spec vs a hand-written PyTorch Glow.
+"""Glow speed: flowspec's compiled Glow vs the same model by hand, normflows and FrEIA.
 
-Both models have the same architecture (L levels of squeeze, K steps of
-actnorm -> LU 1x1 conv -> affine coupling with sigmoid scale and a glow_cnn
-conditioner, split with a learned conditional prior between levels, learned
-Gaussian top prior) and run the same ops. Timings are interleaved (flowspec,
-reference, flowspec, ...) and reported as medians; ratios > 1 mean flowspec is
-slower. Also times sampling with the cached inverse 1x1 weights vs re-inverting
-them on every call.
+Every model has the same architecture (L levels of squeeze, K steps of actnorm
+-> LU 1x1 conv -> affine coupling with Glow's sigmoid scale and a glow_cnn
+conditioner, a learned conditional split prior between levels, a learned
+diagonal Gaussian top prior), see ``glow_reference.py`` (by hand) and
+``glow_peers.py`` (normflows, FrEIA, each in its idiom, and what had to be
+added to them). Timed: a train step (``-log p(x)`` mean, backward, Adam step)
+and sampling at T = 0.7, each eagerly and with the log-prob / the sampling
+function wrapped in ``torch.compile``. Rounds are interleaved in one process
+(the order rotates every round) and reported as medians: of process CPU time
+on single-threaded CPU runs (robust to other jobs on a shared machine; ``--clock
+wall`` for wall time), of wall time otherwise. Ratios are flowspec over each
+model and over the faster peer (< 1: flowspec is faster). ``--channels-last
+flowspec|all`` adds ``NAME-cl`` copies with channels_last conv weights (what
+``train.channels_last`` does). ``--memory`` reports the peak memory of one
+train step of ``specs/glow_celeba.yaml`` with and without
+``train.checkpoint_grads``, each in a fresh process.
 
-    python benchmarks/glow_speed.py --device cuda          # L=3, K=8, width 256, 3x32x32
-    python benchmarks/glow_speed.py --device cpu --quick   # a tiny smoke run
+The peers live only in the benchmark's own environment, never in flowspec's::
+
+    python -m venv .venv-bench && . .venv-bench/bin/activate
+    pip install torch==2.13.0          # CPU wheel; the CUDA build on a GPU machine
+    pip install -e . -r benchmarks/requirements-glow.txt
+    OMP_NUM_THREADS=1 python benchmarks/glow_speed.py            # L=3, K=8, width 256, 3x32x32
+    python benchmarks/glow_speed.py --quick --no-compile         # a tiny smoke run
+    python benchmarks/glow_speed.py --no-compile --channels-last all
+    python benchmarks/glow_speed.py --memory                     # glow_celeba peak memory
+
+A missing peer is reported and skipped; the rest still runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import json
+import os
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
+from glow_peers import Peer, freia_glow, normflows_glow  # noqa: E402
+from glow_reference import RefGlow  # noqa: E402
 from timing import train_step  # noqa: E402
 
-from flowspec.bijectors.conv1x1 import InvConv1x1
-from flowspec.compile import Flow
+from flowspec.bijectors.conv1x1 import InvConv1x1  # noqa: E402
+from flowspec.compile import Flow  # noqa: E402
 
-LOG_2PI = math.log(2 * math.pi)
-
-# ---------------------------------------------------------------------------------------
-# flowspec side: the model as a spec
-# ---------------------------------------------------------------------------------------
-
+ROOT = Path(__file__).resolve().parent.parent
 SPEC = """\
 name: glow_speed
 vars: {K: 8, L: 3, width: 256, C: 3, H: 32, W: 32}
@@ -62,6 +78,8 @@ model:
     - repeat: "${K}"
       body: [{block: glow_step, args: {width: "${width}"}}]
 """
+PEERS = ("normflows", "FrEIA")
+TEMPERATURE = 0.7
 
 
 def flowspec_glow(shape: tuple[int, int, int], L: int, K: int, width: int) -> Flow:
@@ -75,145 +93,20 @@ def flowspec_glow(shape: tuple[int, int, int], L: int, K: int, width: int) -> Fl
     return build_flow(load_spec(SPEC, overrides))
 
 
-# ---------------------------------------------------------------------------------------
-# reference side: a minimal plain-PyTorch Glow with the same ops
-# ---------------------------------------------------------------------------------------
+def _flowspec_peer(shape, L, K, width) -> Peer:
+    flow = flowspec_glow(shape, L, K, width)
+    return Peer(flow, flow.log_prob, lambda n, t: flow.sample(n, temperature=t))
 
 
-def squeeze(x: torch.Tensor) -> torch.Tensor:
-    b, c, h, w = x.shape
-    x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
-    return x.reshape(b, c * 4, h // 2, w // 2)
+def _hand_peer(shape, L, K, width) -> Peer:
+    ref = RefGlow(shape, L, K, width)
+    return Peer(ref, ref.log_prob, ref.sample)
 
 
-def unsqueeze(x: torch.Tensor) -> torch.Tensor:
-    b, c, h, w = x.shape
-    x = x.reshape(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
-    return x.reshape(b, c // 4, h * 2, w * 2)
-
-
-class RefZeroConv(nn.Module):
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
-        nn.init.zeros_(self.conv.weight)
-        nn.init.zeros_(self.conv.bias)
-        self.logs = nn.Parameter(torch.zeros(cout, 1, 1))
-
-    def forward(self, x):
-        return self.conv(x) * torch.exp(self.logs * 3.0)
-
-
-class RefStep(nn.Module):
-    """actnorm -> LU 1x1 conv -> affine coupling, data -> latent."""
-
-    def __init__(self, c: int, hw: int, width: int):
-        super().__init__()
-        self.hw = hw
-        self.an_bias = nn.Parameter(torch.zeros(1, c, 1, 1))
-        self.an_logs = nn.Parameter(torch.zeros(1, c, 1, 1))
-        self.inited = False
-        q = torch.linalg.qr(torch.randn(c, c))[0]
-        p, low, up = torch.linalg.lu(q)
-        s = torch.diagonal(up)
-        self.register_buffer("p", p)
-        self.register_buffer("sign", torch.sign(s))
-        self.register_buffer("lmask", torch.tril(torch.ones(c, c), -1))
-        self.register_buffer("eye", torch.eye(c))
-        self.low = nn.Parameter(torch.tril(low, -1))
-        self.up = nn.Parameter(torch.triu(up, 1))
-        self.logs = nn.Parameter(torch.log(s.abs()))
-        half = c // 2
-        self.net = nn.Sequential(
-            nn.Conv2d(half, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 1), nn.ReLU(), RefZeroConv(width, 2 * (c - half)))
-        self.half = half
-
-    def _lu(self):
-        low = self.low * self.lmask + self.eye
-        up = self.up * self.lmask.T + torch.diag(self.sign * torch.exp(self.logs))
-        return low, up
-
-    def forward(self, x):
-        if self.training and not self.inited:
-            with torch.no_grad():
-                mean = x.mean((0, 2, 3), keepdim=True)
-                std = x.std((0, 2, 3), keepdim=True, unbiased=False)
-                self.an_bias.copy_(-mean)
-                self.an_logs.copy_(-torch.log(std))
-            self.inited = True
-        x = (x + self.an_bias) * torch.exp(self.an_logs)
-        ld = self.an_logs.sum() * self.hw
-        low, up = self._lu()
-        x = F.conv2d(x, (self.p @ low @ up)[:, :, None, None])
-        ld = ld + self.logs.sum() * self.hw
-        xa, xb = x[:, :self.half], x[:, self.half:]
-        h = self.net(xa)
-        shift, raw = h.chunk(2, 1)
-        scale = torch.sigmoid(raw + 2.0)
-        xb = (xb + shift) * scale
-        ld = ld + torch.log(scale).flatten(1).sum(1)
-        return torch.cat([xa, xb], 1), ld
-
-    def inverse(self, y):
-        ya, yb = y[:, :self.half], y[:, self.half:]
-        h = self.net(ya)
-        shift, raw = h.chunk(2, 1)
-        yb = yb / torch.sigmoid(raw + 2.0) - shift
-        y = torch.cat([ya, yb], 1)
-        low, up = self._lu()
-        inv_up = torch.linalg.solve_triangular(up, self.eye, upper=True)
-        inv_low = torch.linalg.solve_triangular(low, self.eye, upper=False, unitriangular=True)
-        y = F.conv2d(y, (inv_up @ inv_low @ self.p.T)[:, :, None, None])
-        return y * torch.exp(-self.an_logs) - self.an_bias
-
-
-def _gauss_lp(z, mean, logs):
-    e = (z - mean) * torch.exp(-logs)
-    return (-0.5 * (e * e + LOG_2PI) - logs).flatten(1).sum(1)
-
-
-class RefGlow(nn.Module):
-    def __init__(self, shape: tuple[int, int, int], L: int, K: int, width: int):
-        super().__init__()
-        c, h, w = shape
-        self.levels = nn.ModuleList()
-        self.priors = nn.ModuleList()
-        for level in range(L):
-            c, h, w = c * 4, h // 2, w // 2
-            self.levels.append(nn.ModuleList(RefStep(c, h * w, width) for _ in range(K)))
-            if level < L - 1:
-                self.priors.append(RefZeroConv(c // 2, 2 * (c - c // 2)))
-                c = c // 2
-        self.top_mean = nn.Parameter(torch.zeros(c, h, w))
-        self.top_logs = nn.Parameter(torch.zeros(c, h, w))
-        self.top_shape = (c, h, w)
-
-    def log_prob(self, x):
-        total = x.new_zeros(x.shape[0])
-        for i, steps in enumerate(self.levels):
-            x = squeeze(x)
-            for step in steps:
-                x, ld = step(x)
-                total = total + ld
-            if i < len(self.priors):
-                keep, out = x.chunk(2, 1)
-                mean, logs = self.priors[i](keep).chunk(2, 1)
-                total = total + _gauss_lp(out, mean, logs)
-                x = keep
-        return total + _gauss_lp(x, self.top_mean, self.top_logs)
-
-    def sample(self, n, temperature=1.0):
-        x = self.top_mean + torch.exp(self.top_logs) * temperature * torch.randn(
-            n, *self.top_shape, device=self.top_mean.device, dtype=self.top_mean.dtype)
-        for i in reversed(range(len(self.levels))):
-            if i < len(self.priors):
-                mean, logs = self.priors[i](x).chunk(2, 1)
-                x = torch.cat([x, mean + torch.exp(logs) * temperature * torch.randn_like(mean)], 1)
-            for step in reversed(self.levels[i]):
-                x = step.inverse(x)
-            x = unsqueeze(x)
-        return x
+BUILDERS: dict[str, Callable[..., Peer]] = {
+    "flowspec": _flowspec_peer, "hand": _hand_peer,
+    "normflows": normflows_glow, "FrEIA": freia_glow,
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -221,27 +114,66 @@ class RefGlow(nn.Module):
 # ---------------------------------------------------------------------------------------
 
 
-def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
-    def run(fn):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
-    return run
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
-def _interleaved(fns: dict[str, Callable[[], object]], timer, n: int, warmup: int):
+#: the clock timings are taken with: "cpu" (this process's CPU time, robust to other
+#: jobs on a shared machine; meaningful for single-threaded CPU runs) or "wall".
+CLOCK = {"name": "wall", "fn": time.perf_counter}
+
+
+def _set_clock(name: str) -> None:
+    CLOCK.update(name=name, fn=time.process_time if name == "cpu" else time.perf_counter)
+
+
+def _interleaved(fns: dict[str, Callable[[], object]], device: torch.device, n: int,
+                 warmup: int) -> dict[str, float]:
+    """Median seconds per call; one call of each per round, the order rotating."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(n):
-        for k, fn in fns.items():
-            times[k].append(timer(fn))
+    names = list(fns)
+    clock = CLOCK["fn"]
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(n):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            _sync(device)
+            t0 = clock()
+            fns[k]()
+            _sync(device)
+            times[k].append(clock() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _sampler(fn: Callable[[int, float], torch.Tensor], n: int) -> Callable[[], object]:
+    def run():
+        with torch.no_grad():
+            return fn(n, TEMPERATURE)
+    return run
+
+
+def _compile(name: str, fn: Callable, what: str) -> Callable | None:
+    try:
+        return torch.compile(fn)
+    except Exception as err:  # noqa: BLE001 -- report and carry on eagerly
+        print(f"  torch.compile of {name} {what} failed: {type(err).__name__}: {err}")
+        return None
+
+
+def _first_call(name: str, fn: Callable[[], object], what: str) -> bool:
+    """Run ``fn`` once (compilation happens here); False, with a message, if it fails."""
+    t0 = time.perf_counter()
+    try:
+        fn()
+    except Exception as err:  # noqa: BLE001
+        msg = str(err).strip().splitlines()
+        print(f"  torch.compile'd {name} {what} failed: {type(err).__name__}: "
+              f"{msg[0] if msg else ''}")
+        return False
+    print(f"  compiled {name} {what} in {time.perf_counter() - t0:.1f} s")
+    return True
 
 
 def _set_cache(flow: Flow, on: bool) -> None:
@@ -250,76 +182,267 @@ def _set_cache(flow: Flow, on: bool) -> None:
             m.cache_inverse = on
 
 
+def _ratios(med: dict[str, float]) -> tuple[list[str], dict[str, float]]:
+    """flowspec's ratios: like for like (a ``-cl`` variant against ``-cl`` models), and a
+    channels_last flowspec also against the models as written (default layout)."""
+    lines: list[str] = []
+    extra: dict[str, float] = {}
+    for f in [k for k in med if k.split("-")[0] == "flowspec"]:
+        sfx = f[len("flowspec"):]
+        for against in dict.fromkeys([sfx, ""]):
+            others = [k + against for k in ("hand", *PEERS) if k + against in med]
+            if not others:
+                continue
+            parts = []
+            for k in others:
+                extra[f"{f}_over_{k}"] = med[f] / med[k]
+                parts.append(f"{f}/{k} {med[f] / med[k]:.2f}")
+            peers = [k + against for k in PEERS if k + against in med]
+            if peers:
+                fastest = min(peers, key=lambda k: med[k])
+                key = f"{f}_over_faster_peer{against}"
+                extra[key] = med[f] / med[fastest]
+                parts.append(f"{f}/faster peer ({fastest}) {extra[key]:.2f}")
+            lines.append("  ".join(parts))
+    # short names for the plain comparison
+    for k in list(extra):
+        if k.startswith("flowspec_over_"):
+            extra[k[len("flowspec_"):]] = extra[k]
+    return lines, extra
+
+
+def _report(label: str, med: dict[str, float]) -> dict[str, float]:
+    cells = "  ".join(f"{k} {med[k] * 1e3:.1f}" for k in med)
+    print(f"{label} (ms): {cells}")
+    lines, extra = _ratios(med)
+    for line in lines:
+        print(f"    {line}")
+    return extra
+
+
+def time_all(models: dict[str, Peer], x: torch.Tensor, device: torch.device, n: int,
+             warm: int, compiled: bool) -> dict[str, float]:
+    """Train-step and sampling medians (seconds) of every model, and flowspec's ratios."""
+    mode = "compiled" if compiled else "eager"
+    results: dict[str, float] = {}
+    steps, samplers = {}, {}
+    for name, m in models.items():
+        m.module.train()
+        lp = m.log_prob
+        if compiled:
+            lp = _compile(name, m.log_prob, "log_prob")
+            if lp is None:
+                continue
+        step = train_step(lp, torch.optim.Adam(m.params, lr=1e-4), x)
+        if compiled and not _first_call(name, step, "train step"):
+            continue
+        steps[name] = step
+    if "flowspec" in steps:
+        med = _interleaved(steps, device, n, warm)
+        extra = _report(f"train step, {mode}", med)
+        results.update({f"train_{mode}_{k}_s": v for k, v in med.items()})
+        results.update({f"train_{mode}_{k}": v for k, v in extra.items()})
+    for name, m in models.items():
+        m.module.eval()
+        fn = m.sample
+        if compiled:
+            fn = _compile(name, m.sample, "sample")
+            if fn is None:
+                continue
+        run = _sampler(fn, x.shape[0])
+        if compiled and not _first_call(name, run, "sample"):
+            continue
+        samplers[name] = run
+    if "flowspec" in samplers:
+        med = _interleaved(samplers, device, n, warm)
+        extra = _report(f"sampling, {mode}", med)
+        results.update({f"sample_{mode}_{k}_s": v for k, v in med.items()})
+        results.update({f"sample_{mode}_{k}": v for k, v in extra.items()})
+    return results
+
+
+# ---------------------------------------------------------------------------------------
+# memory
+# ---------------------------------------------------------------------------------------
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_child(spec: str, batch: int, checkpoint_grads: bool, device: str,
+                 overrides: list[str]) -> dict[str, float]:
+    """One train step of ``spec`` in this (fresh) process; its peak memory in bytes.
+
+    CPU: peak RSS of the process (``ru_maxrss``, a lifetime high-water mark) and the
+    RSS just before the step (model built, actnorm initialised); the difference is
+    what the step needs (activations, gradients, Adam state). CUDA: allocator peak.
+    """
+    from flowspec.api import build_flow
+    from flowspec.spec import load_spec
+
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    flow = build_flow(load_spec(Path(spec), overrides)).to(dev).train()
+    flow.checkpoint_grads = checkpoint_grads
+    x = torch.rand(batch, *flow.input_shape, device=dev) - 0.5
+    with torch.no_grad():  # data-dependent actnorm init, as the first training batch does
+        flow.log_prob(x[:2])
+    step = train_step(flow.log_prob, torch.optim.Adam(flow.parameters(), lr=1e-4), x)
+    _sync(dev)
+    base_rss = _rss_bytes()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+    t0 = time.perf_counter()
+    step()
+    _sync(dev)
+    out = {"seconds": time.perf_counter() - t0,
+           "params": sum(p.numel() for p in flow.parameters()),
+           "base_rss": base_rss,
+           "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if dev.type == "cuda":
+        out["base_alloc"] = base
+        out["peak_alloc"] = torch.cuda.max_memory_allocated(dev)
+    return out
+
+
+def memory_report(spec: str, batch: int, device: str, overrides: list[str],
+                  threads: int) -> dict[str, float]:
+    """Run :func:`memory_child` with and without checkpoint_grads, each in a fresh process."""
+    print(f"peak memory of one train step: {spec} at batch {batch} on {device} "
+          f"({'overrides ' + ' '.join(overrides) if overrides else 'as shipped'}), "
+          "each setting in a fresh process")
+    results = {}
+    for ckpt in (False, True):
+        cmd = [sys.executable, __file__, "--memory-child", spec, "--batch", str(batch),
+               "--device", device, "--threads", str(threads)]
+        cmd += ["--checkpoint-grads"] if ckpt else []
+        for o in overrides:
+            cmd += ["--override", o]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            print(proc.stdout + proc.stderr)
+            raise SystemExit(f"memory run failed (checkpoint_grads={ckpt})")
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        tag = "on " if ckpt else "off"
+        mib = 2.0 ** 20
+        if "peak_alloc" in r:
+            line = (f"peak allocated {r['peak_alloc'] / mib:8.0f} MiB (step's own "
+                    f"{(r['peak_alloc'] - r['base_alloc']) / mib:8.0f} MiB)")
+        else:
+            line = (f"peak RSS {r['peak_rss'] / mib:8.0f} MiB (above the "
+                    f"{r['base_rss'] / mib:.0f} MiB before the step: "
+                    f"{(r['peak_rss'] - r['base_rss']) / mib:8.0f} MiB)")
+        print(f"  checkpoint_grads {tag}: {line}, step {r['seconds']:.1f} s, "
+              f"{r['params']:,} parameters")
+        results.update({f"memory_ckpt_{tag.strip()}_{k}": v for k, v in r.items()})
+    return results
+
+
+# ---------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="tiny sizes for a CPU smoke run")
-    ap.add_argument("--repeats", type=int, default=None, help="timed repetitions (median)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed rounds (median)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--no-compile", action="store_true", help="time eager mode only")
+    ap.add_argument("--no-eager", action="store_true", help="time torch.compile'd mode only")
+    ap.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto",
+                    help="cpu: process CPU time (robust on a shared machine); auto: cpu for "
+                    "single-threaded CPU runs, wall otherwise")
+    ap.add_argument("--peers", default="hand,normflows,FrEIA",
+                    help="comma-separated models to compare flowspec with")
+    ap.add_argument("--channels-last", choices=("none", "flowspec", "all"), default="none",
+                    help="also time channels_last copies (NAME-cl: conv weights in that "
+                    "layout) of flowspec, or of every model")
+    ap.add_argument("--memory", action="store_true",
+                    help="peak memory of glow_celeba with/without checkpoint_grads")
+    ap.add_argument("--memory-spec", default=str(ROOT / "specs" / "glow_celeba.yaml"))
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--override", action="append", default=[],
+                    help="spec override for --memory, e.g. vars.K=8 (repeatable)")
+    ap.add_argument("--memory-child", metavar="SPEC", help=argparse.SUPPRESS)
+    ap.add_argument("--checkpoint-grads", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    if args.memory_child:
+        r = memory_child(args.memory_child, args.batch, args.checkpoint_grads, args.device,
+                         args.override)
+        print(json.dumps(r))
+        return r
+    if args.memory:
+        return memory_report(args.memory_spec, args.batch, args.device, args.override,
+                             args.threads)
+
     device = torch.device(args.device)
+    clock = args.clock
+    if clock == "auto":
+        clock = "cpu" if device.type == "cpu" and torch.get_num_threads() == 1 else "wall"
+    _set_clock(clock)
     if args.quick:
         shape, L, K, width, batch, n, warm = (3, 8, 8), 2, 2, 16, 4, 3, 1
     else:
-        shape, L, K, width, batch, n, warm = (3, 32, 32), 3, 8, 256, 16, 20, 3
+        shape, L, K, width, batch, n, warm = (3, 32, 32), 3, 8, 256, args.batch, 20, 3
     n = args.repeats or n
-    torch.manual_seed(0)
+    print(f"Glow L={L} K={K} width={width} input={list(shape)} batch={batch} on {device}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), "
+          f"{'process CPU' if clock == 'cpu' else 'wall-clock'} time, medians of {n} "
+          "interleaved rounds")
 
-    flow = flowspec_glow(shape, L, K, width).to(device)
-    ref = RefGlow(shape, L, K, width).to(device)
-    n_flow = sum(p.numel() for p in flow.parameters())
-    n_ref = sum(p.numel() for p in ref.parameters())
-    print(f"Glow L={L} K={K} width={width} input={list(shape)} batch={batch} on {device}")
-    print(f"parameters: flowspec {n_flow:,}  reference {n_ref:,}")
+    models: dict[str, Peer] = {}
+    for name in ["flowspec", *[p for p in args.peers.split(",") if p]]:
+        if name not in BUILDERS:
+            raise SystemExit(f"unknown model '{name}' (known: {', '.join(BUILDERS)})")
+        torch.manual_seed(0)
+        try:
+            models[name] = BUILDERS[name](shape, L, K, width)
+        except ImportError as err:
+            print(f"  skipping {name}: {err}")
+            continue
+        models[name].module.to(device)
+    if args.channels_last != "none":
+        for name in [k for k in models if args.channels_last == "all" or k == "flowspec"]:
+            torch.manual_seed(0)
+            cl = BUILDERS[name](shape, L, K, width)
+            cl.module.to(device, memory_format=torch.channels_last)
+            models[f"{name}-cl"] = cl
+    print("parameters: " + "  ".join(f"{k} {sum(p.numel() for p in m.params):,}"
+                                     for k, m in models.items()))
 
     x = torch.rand(batch, *shape, device=device) - 0.5
-    flow.train()
-    ref.train()
-    with torch.no_grad():  # data-dependent actnorm init on both
-        flow.log_prob(x)
-        ref.log_prob(x)
-    opt_f = torch.optim.Adam(flow.parameters(), lr=1e-4)
-    opt_r = torch.optim.Adam(ref.parameters(), lr=1e-4)
-    timer = _timer(device)
-    train = _interleaved({"flowspec": train_step(flow.log_prob, opt_f, x),
-                          "reference": train_step(ref.log_prob, opt_r, x)},
-                         timer, n, warm)
-
-    flow.eval()
-    ref.eval()
-
-    def sample_flow():
+    for m in models.values():  # data-dependent actnorm init, the same batch for all
+        m.module.train()
         with torch.no_grad():
-            flow.sample(batch, temperature=0.7)
+            m.log_prob(x)
 
-    def sample_ref():
-        with torch.no_grad():
-            ref.sample(batch, 0.7)
+    results = {} if args.no_eager else time_all(models, x, device, n, warm, compiled=False)
+    if "flowspec" in models and not args.no_eager:
+        flow = models["flowspec"].module
+        sample_flow = _sampler(models["flowspec"].sample, batch)
 
-    sample = _interleaved({"flowspec": sample_flow, "reference": sample_ref}, timer, n, warm)
+        def sample_uncached():
+            _set_cache(flow, False)
+            try:
+                sample_flow()
+            finally:
+                _set_cache(flow, True)
 
-    def sample_uncached():
-        _set_cache(flow, False)
-        try:
-            sample_flow()
-        finally:
-            _set_cache(flow, True)
-
-    cache = _interleaved({"cached": sample_flow, "uncached": sample_uncached}, timer, n, warm)
-
-    results = {
-        "train_flowspec_s": train["flowspec"], "train_reference_s": train["reference"],
-        "train_ratio": train["flowspec"] / train["reference"],
-        "sample_flowspec_s": sample["flowspec"], "sample_reference_s": sample["reference"],
-        "sample_ratio": sample["flowspec"] / sample["reference"],
-        "sample_cached_s": cache["cached"], "sample_uncached_s": cache["uncached"],
-        "uncached_over_cached": cache["uncached"] / cache["cached"],
-    }
-    print(f"train step   flowspec {train['flowspec'] * 1e3:8.2f} ms   reference "
-          f"{train['reference'] * 1e3:8.2f} ms   ratio {results['train_ratio']:.3f}")
-    print(f"sample       flowspec {sample['flowspec'] * 1e3:8.2f} ms   reference "
-          f"{sample['reference'] * 1e3:8.2f} ms   ratio {results['sample_ratio']:.3f}")
-    print(f"1x1 inverse  cached   {cache['cached'] * 1e3:8.2f} ms   re-inverted "
-          f"{cache['uncached'] * 1e3:8.2f} ms   ratio {results['uncached_over_cached']:.3f}")
+        cache = _interleaved({"cached": sample_flow, "uncached": sample_uncached},
+                             device, n, warm)
+        results["uncached_over_cached"] = cache["uncached"] / cache["cached"]
+        print(f"flowspec sampling, 1x1 inverse weights cached {cache['cached'] * 1e3:.1f} ms, "
+              f"re-derived {cache['uncached'] * 1e3:.1f} ms "
+              f"(ratio {results['uncached_over_cached']:.2f})")
+    if not args.no_compile:
+        results.update(time_all(models, x, device, n, warm, compiled=True))
     return results
 
 

@@ -114,6 +114,14 @@ class Flow(nn.Module):
             (kind, fwd_by_id[iid] if kind == "node" else lat_by_id[iid])
             for kind, iid in analysis.inverse_order
         ]
+        # Ports a walk may forget after each step (consumed, and not read by a prior),
+        # so intermediate tensors are freed as in a hand-written loop, not held to the end.
+        keep = {graph.input_port} | {t[2] for t in self._lat} | {t[3] for t in self._lat if t[3]}
+        self._fwd_drop = [tuple(p for p in ins if p not in keep) for _, _, ins, _ in self._fwd]
+        self._inv_drop = [
+            tuple(p for p in item[3] if p not in keep) if kind == "node" else ()
+            for kind, item in self._inv
+        ]
 
     # -- context -------------------------------------------------------------------
     def prepare_context(self, context: Any, batch: int) -> torch.Tensor | None:
@@ -163,8 +171,10 @@ class Flow(nn.Module):
         # Log-dets accumulate in at least float32, also when autocast makes nodes emit bf16.
         logdet = upcast(x.new_zeros(x.shape[0]))
         trace = trace or self.watch
-        for nid, node, ins, outs in self._fwd:
+        for (nid, node, ins, outs), drop in zip(self._fwd, self._fwd_drop):
             inp = vals[ins[0]] if len(ins) == 1 else tuple(vals[p] for p in ins)
+            for p in drop:
+                del vals[p]
             y, ld = self._run(node, inp, context)
             logdet = logdet + ld
             if len(outs) == 1:
@@ -187,7 +197,7 @@ class Flow(nn.Module):
         latents: dict[str, torch.Tensor] = {}
         logdet: torch.Tensor | None = None
         trace = trace or self.watch
-        for kind, item in self._inv:
+        for (kind, item), drop in zip(self._inv, self._inv_drop):
             if kind == "latent":
                 lid, prior, port, cond = item
                 if given is not None:
@@ -199,6 +209,8 @@ class Flow(nn.Module):
                 continue
             nid, node, ins, outs = item
             y = vals[outs[0]] if len(outs) == 1 else tuple(vals[p] for p in outs)
+            for p in drop:
+                del vals[p]
             x, ld = self._run(node.inverse, y, context)
             logdet = upcast(ld) if logdet is None else logdet + ld
             if len(ins) == 1:

@@ -134,8 +134,11 @@ def test_speed_benchmark_runs_quick_and_models_match(capsys):
     spec = importlib.util.spec_from_file_location("glow_speed", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    results = mod.main(["--device", "cpu", "--quick", "--repeats", "1"])
+    results = mod.main(["--device", "cpu", "--quick", "--repeats", "1", "--no-compile",
+                        "--peers", "hand"])
     out = capsys.readouterr().out
     counts = out.split("parameters:")[1].split("\n")[0].split()
+    assert counts[:4:2] == ["flowspec", "hand"]
     assert counts[1] == counts[3]  # same architecture: same parameter count
+    assert results["train_eager_over_hand"] > 0 and results["sample_eager_over_hand"] > 0
     assert all(v > 0 for v in results.values())

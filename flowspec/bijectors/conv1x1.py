@@ -132,7 +132,9 @@ class InvConv1x1(Bijector):
         return tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in self.parameters())
 
     def _use_cache(self) -> bool:
-        if self.training or not self.cache_inverse:
+        # Under torch.compile the weights are derived inside the graph (a few small
+        # matmuls/solves): the version-keyed cache would graph-break and recompile per node.
+        if self.training or not self.cache_inverse or torch.compiler.is_compiling():
             return False
         return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()))
 

@@ -84,7 +84,9 @@ class Coupling(Bijector):
     def _run(self, x: torch.Tensor, context: torch.Tensor | None, inverse: bool):
         kept, part = self.partition.split(x)
         h = self.net(kept, context if self.context_shape is not None else None)
-        h = h.reshape(h.shape[0], self.n_params, *self.partition.part_shape)
+        # A channels_last conditioner hands back channels_last h: make it match the
+        # (contiguous) data so the elementwise maps and their gradients stay on fast paths.
+        h = h.contiguous().reshape(h.shape[0], self.n_params, *self.partition.part_shape)
         # The net is the cost; the elementwise map and its log-det stay fp32 under autocast.
         out, ld = run_fp32(self.elementwise, part, h, inverse)
         y = self.partition.merge(kept, out)
@@ -185,7 +187,7 @@ class AffineCoupling(Coupling):
         return cls._check(in_shape, mask, parity, net, 2)
 
     def elementwise(self, part, h, inverse):
-        raw, shift = h[:, 0], h[:, 1]
+        raw, shift = h.unbind(1)  # one gradient buffer in backward, not two
         if self.scale == "sigmoid":
             # Floored: 1 / sigmoid(h + 2) grows like exp(-h), and h grows with the
             # conditioner's input, so when sampling one out-of-range activation was

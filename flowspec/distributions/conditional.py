@@ -25,14 +25,19 @@ def _gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, log_scale: torch.Ten
 
 
 def _gaussian_sample(mean: torch.Tensor, log_scale: torch.Tensor, temperature: float):
-    return mean + torch.exp(log_scale) * torch.randn_like(mean) * temperature
+    # randn of the shape, not randn_like: a channels_last ``mean`` must draw the same
+    # numbers in the same places as a contiguous one (a seed means the same samples).
+    eps = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device)
+    return mean + torch.exp(log_scale) * eps * temperature
 
 
 class _PredictedGaussian(Prior):
     """Shared part: a module maps an input to ``2 * prod(shape)`` numbers (mean, log-scale)."""
 
     def _params(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_scale = h.reshape(h.shape[0], 2, *self.shape).unbind(1)
+        # contiguous: a channels_last predictor's output must not put the latent's
+        # elementwise log-density on a mixed-layout (slow) path.
+        mean, log_scale = h.contiguous().reshape(h.shape[0], 2, *self.shape).unbind(1)
         return mean, log_scale
 
 

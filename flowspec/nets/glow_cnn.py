@@ -92,10 +92,12 @@ class GlowCNN(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(c_in, width, 3, padding=1, bias=not use_an)]
         if use_an:
             layers.append(_NetActNorm(width, in_shape[1:]))
-        layers += [nn.ReLU(), nn.Conv2d(width, width, 1, bias=not use_an)]
+        # In-place ReLUs: the conv/actnorm output they overwrite is not saved for
+        # backward, and skipping a fresh width x H x W buffer per layer is measurable.
+        layers += [nn.ReLU(inplace=True), nn.Conv2d(width, width, 1, bias=not use_an)]
         if use_an:
             layers.append(_NetActNorm(width, in_shape[1:]))
-        layers.append(nn.ReLU())
+        layers.append(nn.ReLU(inplace=True))
         if zero_init:
             layers.append(ZeroConv2d(width, out_shape[0]))
         else:

@@ -94,6 +94,10 @@ TRAIN_SCHEMA = params_schema(
              "the platform cannot compile)"},
     amp={"type": ["boolean", "null"], "default": None,
          "description": "deprecated: use precision (amp: true is read as precision: bf16)"},
+    channels_last={"type": "boolean", "default": False,
+                   "description": "conv weights in channels_last layout: faster conv "
+                   "conditioners on CPU (oneDNN); on CUDA the known win with bf16/fp16 "
+                   "(tensor cores)"},
     seed={"type": "integer", "default": 0},
 )
 

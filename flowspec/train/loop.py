@@ -190,7 +190,8 @@ class Trainer:
         check_sinks(self.cfg["log"])
 
         torch.manual_seed(self.seed)
-        self.flow = build_flow(spec).to(self.device)
+        layout = torch.channels_last if self.cfg["channels_last"] else torch.preserve_format
+        self.flow = build_flow(spec).to(self.device, memory_format=layout)
         self.objective = build_objective(spec, self.flow, data_dir, self.device,
                                          shard=distributed.shard(self.group))
         self.precision = Precision(resolve_precision(self.cfg, self.reporter.message),
