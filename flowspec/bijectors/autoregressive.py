@@ -106,8 +106,9 @@ class Autoregressive(Bijector):
         return context if self.context_shape is not None else None
 
 
-class _AffineMixin:
-    """``y = u * exp(s) + t`` with a soft-clamped log-scale ``s = B tanh(a / B)``.
+class _AffineAutoregressive(Autoregressive):
+    """``y = u * exp(s) + t`` with a soft-clamped log-scale ``s = B tanh(a / B)``: the
+    map of ``maf`` and ``iaf``, which differ only in which direction is one pass.
 
     Why bounded: an unbounded ``exp(a)`` lets one large conditioner output scale a
     dimension by e^50 early in training (NaN losses), and the D-pass inverse divides
@@ -116,7 +117,13 @@ class _AffineMixin:
     layer's log-scale in (-B, B); stacks of layers (and batch norm) reach any scale.
     """
 
-    log_scale_bound: float
+    def __init__(self, in_shape: Shape, context_shape: Shape | None = None, *,
+                 hidden: Sequence[int] = (256, 256), activation: str = "relu",
+                 order: Any = "natural", seed: int | None = None, parity: int = 0,
+                 log_scale_bound: float = 5.0):
+        super().__init__(in_shape, context_shape, 2, hidden=hidden, activation=activation,
+                         order=order, seed=seed, parity=parity)
+        self.log_scale_bound = float(log_scale_bound)
 
     def elementwise(self, u, theta, inverse):
         bound = self.log_scale_bound
@@ -142,7 +149,7 @@ _AFFINE_EXAMPLES = [
 
 @NODES.register("maf", schema=_params(log_scale_bound=LOG_SCALE_BOUND_SCHEMA),
                 category="autoregressive", examples=_AFFINE_EXAMPLES)
-class MAF(_AffineMixin, Autoregressive):
+class MAF(_AffineAutoregressive):
     """Masked autoregressive flow layer (MAF): an affine map per dimension whose shift
     and log-scale a MADE predicts from the earlier data dimensions; density in one pass.
 
@@ -153,14 +160,6 @@ class MAF(_AffineMixin, Autoregressive):
     the identity.
     """
 
-    def __init__(self, in_shape: Shape, context_shape: Shape | None = None, *,
-                 hidden: Sequence[int] = (256, 256), activation: str = "relu",
-                 order: Any = "natural", seed: int | None = None, parity: int = 0,
-                 log_scale_bound: float = 5.0):
-        super().__init__(in_shape, context_shape, 2, hidden=hidden, activation=activation,
-                         order=order, seed=seed, parity=parity)
-        self.log_scale_bound = float(log_scale_bound)
-
     def forward(self, x, context=None):
         return self._fast(x, self._ctx(context))
 
@@ -170,7 +169,7 @@ class MAF(_AffineMixin, Autoregressive):
 
 @NODES.register("iaf", schema=_params(log_scale_bound=LOG_SCALE_BOUND_SCHEMA),
                 category="autoregressive", examples=_AFFINE_EXAMPLES)
-class IAF(_AffineMixin, Autoregressive):
+class IAF(_AffineAutoregressive):
     """Inverse autoregressive flow layer (IAF): MAF's map with the fast direction
     swapped -- sampling (latent -> data) in one pass, the density in D passes.
 
@@ -179,14 +178,6 @@ class IAF(_AffineMixin, Autoregressive):
     The choice for variational inference and reverse-KL fitting, where samples and
     their density are needed together. Same parameters as ``maf``.
     """
-
-    def __init__(self, in_shape: Shape, context_shape: Shape | None = None, *,
-                 hidden: Sequence[int] = (256, 256), activation: str = "relu",
-                 order: Any = "natural", seed: int | None = None, parity: int = 0,
-                 log_scale_bound: float = 5.0):
-        super().__init__(in_shape, context_shape, 2, hidden=hidden, activation=activation,
-                         order=order, seed=seed, parity=parity)
-        self.log_scale_bound = float(log_scale_bound)
 
     def forward(self, x, context=None):
         return self._slow(x, self._ctx(context))
