@@ -31,21 +31,6 @@ def _module_key(node_id: str) -> str:
     return node_id.replace(".", "/")
 
 
-def _legacy_args(method: str, legacy: tuple, temperature: float, context: Any
-                 ) -> tuple[float, Any]:
-    """``(temperature, context)`` from old positional extras ``(temperature, context)``."""
-    if not legacy:
-        return temperature, context
-    import warnings
-
-    if len(legacy) > 2:
-        raise TypeError(f"Flow.{method}() takes n positionally, then temperature= and "
-                        f"context= by keyword")
-    warnings.warn(f"Flow.{method}(n, ...): pass temperature= and context= by keyword",
-                  DeprecationWarning, stacklevel=3)
-    return legacy[0], (legacy[1] if len(legacy) > 1 else context)
-
-
 class Flow(nn.Module):
     """A compiled normalizing flow.
 
@@ -270,30 +255,22 @@ class Flow(nn.Module):
         return self._latent_log_prob(vals, ctx) + logdet
 
     # Sampling methods take ``n`` positionally and everything else by keyword:
-    # ``flow.sample(64, temperature=0.7, context=labels)``. (They once took
-    # positional extras in two different orders; those calls still work, with a
-    # DeprecationWarning, mapped in the order each method used to have.)
-    def sample(self, n: int, *legacy: Any, temperature: float = 1.0,
-               context: Any = None) -> torch.Tensor:
+    # ``flow.sample(64, temperature=0.7, context=labels)`` (one order for all of them).
+    def sample(self, n: int, *, temperature: float = 1.0, context: Any = None) -> torch.Tensor:
         """``n`` samples (latent -> data) at ``temperature`` (scales the priors' spread)."""
-        temperature, context = _legacy_args("sample", legacy, temperature, context)
         ctx = self.prepare_context(context, n)
         return self._inverse_walk(None, n, temperature, ctx, None)[0]
 
-    def sample_with_latents(self, n: int, *legacy: Any, temperature: float = 1.0,
+    def sample_with_latents(self, n: int, *, temperature: float = 1.0,
                             context: Any = None) -> tuple[torch.Tensor, Latents]:
         """Samples and the latents they were decoded from."""
-        temperature, context = _legacy_args("sample_with_latents", legacy, temperature, context)
         ctx = self.prepare_context(context, n)
         x, _, latents, _ = self._inverse_walk(None, n, temperature, ctx, None)
         return x, self._pack(latents)
 
-    def sample_and_log_prob(self, n: int, *legacy: Any, temperature: float = 1.0,
+    def sample_and_log_prob(self, n: int, *, temperature: float = 1.0,
                             context: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples and their log-density under the flow (the reverse-KL estimator's input)."""
-        if legacy:  # the old order here was (context, temperature)
-            legacy = tuple(reversed(legacy)) if len(legacy) == 2 else (1.0, legacy[0])
-        temperature, context = _legacy_args("sample_and_log_prob", legacy, temperature, context)
         ctx = self.prepare_context(context, n)
         x, logdet, _, vals = self._inverse_walk(None, n, temperature, ctx, None)
         return x, self._latent_log_prob(vals, ctx) - logdet
@@ -306,13 +283,10 @@ class Flow(nn.Module):
         return out
 
     def trace_inverse(
-        self, n: int, *legacy: Any, temperature: float = 1.0, context: Any = None,
+        self, n: int, *, temperature: float = 1.0, context: Any = None,
         z: Latents | None = None,
     ) -> list[tuple[str, Any]]:
         """Every node's output on the way latent -> data (sampling unless ``z`` is given)."""
-        if len(legacy) == 3:
-            legacy, z = legacy[:2], legacy[2]
-        temperature, context = _legacy_args("trace_inverse", legacy, temperature, context)
         out: list[tuple[str, Any]] = []
         given = self._unpack(z) if z is not None else None
         ctx = self.prepare_context(context, n)

@@ -1,5 +1,5 @@
 """The sampling API: ``n`` positional, ``temperature=`` and ``context=`` by keyword, the same
-in every method; the old positional orders still work, with a DeprecationWarning."""
+in every method."""
 
 from __future__ import annotations
 
@@ -36,20 +36,11 @@ def test_keywords_agree_across_methods(flow):
     assert torch.allclose(log_q, flow.log_prob(b, labels), atol=1e-5)
 
 
-def test_old_positional_orders_still_work_with_a_warning(flow):
-    labels = torch.tensor([2, 2])
-    torch.manual_seed(1)
-    new = flow.sample(2, temperature=0.0, context=labels)
-    with pytest.warns(DeprecationWarning, match="by keyword"):
-        old = flow.sample(2, 0.0, labels)  # was sample(n, temperature, context)
-    assert torch.equal(new, old)
-    torch.manual_seed(1)
-    new_x, new_lq = flow.sample_and_log_prob(2, temperature=0.0, context=labels)
-    with pytest.warns(DeprecationWarning):
-        old_x, old_lq = flow.sample_and_log_prob(2, labels, 0.0)  # was (n, context, temperature)
-    assert torch.equal(new_x, old_x) and torch.equal(new_lq, old_lq)
-    with pytest.raises(TypeError, match="by keyword"):
-        flow.sample(2, 0.0, labels, 5)
+def test_sampling_extras_are_keyword_only(flow):
+    with pytest.raises(TypeError):
+        flow.sample(2, 0.0)
+    with pytest.raises(TypeError):
+        flow.sample_and_log_prob(2, None, 1.0)
 
 
 def test_several_latents_come_as_a_tuple():

@@ -278,8 +278,8 @@ def test_training_loop_reports_nonfinite_samples(tiny_spec_path, tmp_path, monke
 
     real = Flow.sample
 
-    def sample(self, n, *legacy, temperature=1.0, context=None):
-        x = real(self, n, *legacy, temperature=temperature, context=context)
+    def sample(self, n, *, temperature=1.0, context=None):
+        x = real(self, n, temperature=temperature, context=context)
         x[:3] = float("nan")
         return x
 
