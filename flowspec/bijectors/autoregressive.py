@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from flowspec.bijectors.base import NODES, Bijector, Shape
-from flowspec.bijectors.spline import rq_spline
+from flowspec.bijectors.spline import SPLINE_SCHEMA, rq_spline
 from flowspec.errors import ShapeError
 from flowspec.nets.made import MADE, ORDER_SCHEMA, SEED_SCHEMA, check_order, make_ranks
 from flowspec.nets.mlp import ACTIVATIONS
@@ -188,12 +188,7 @@ class IAF(_AffineAutoregressive):
 
 @NODES.register(
     "rq_spline_autoregressive",
-    schema=_params(
-        bins={"type": "integer", "minimum": 2, "maximum": 512, "default": 8,
-              "description": "spline bins K"},
-        bound={"type": "number", "exclusiveMinimum": 0, "default": 3.0,
-               "description": "tail bound B: the spline acts on [-B, B], identity outside"},
-    ),
+    schema=_params(**SPLINE_SCHEMA),
     category="autoregressive",
     examples=[
         {"in_shape": [3], "params": {"hidden": [8], "bins": 4}},

@@ -24,6 +24,13 @@ from flowspec.registry import params_schema
 MIN_WIDTH = 1e-3
 MIN_HEIGHT = 1e-3
 MIN_DERIVATIVE = 1e-3
+#: the parameters of every RQ-spline node (coupling and autoregressive)
+SPLINE_SCHEMA: dict[str, Any] = {
+    "bins": {"type": "integer", "minimum": 2, "maximum": 512, "default": 8,
+             "description": "spline bins K"},
+    "bound": {"type": "number", "exclusiveMinimum": 0, "default": 3.0,
+              "description": "tail bound B: the spline acts on [-B, B], identity outside"},
+}
 #: softplus(_UNIT_DERIVATIVE) + MIN_DERIVATIVE == 1: zero net output gives slope 1 everywhere.
 _UNIT_DERIVATIVE = math.log(math.expm1(1.0 - MIN_DERIVATIVE))
 
@@ -99,10 +106,7 @@ def rq_spline(
         mask=MASK_SCHEMA,
         parity=PARITY_SCHEMA,
         net=NET_SCHEMA,
-        bins={"type": "integer", "minimum": 2, "maximum": 512, "default": 8,
-              "description": "spline bins K"},
-        bound={"type": "number", "exclusiveMinimum": 0, "default": 3.0,
-               "description": "tail bound B: the spline acts on [-B, B], identity outside"},
+        **SPLINE_SCHEMA,
     ),
     category="coupling",
     examples=[

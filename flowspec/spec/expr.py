@@ -185,16 +185,18 @@ def evaluate(text: str, env: Mapping[str, Any]) -> Any:
     return value
 
 
-def unknown_variable(name: str, known: list[str]) -> ExprError:
+def variable_hint(name: str, known: list[str], *, prefix: str = "", listing: str = "known: ",
+                  none: str = "declare it under vars:") -> str:
+    """'did you mean' (case-insensitive matches first), else the known names, else ``none``."""
     known = sorted({str(k) for k in known})
-    sug = did_you_mean(name, known)
+    sug = [k for k in known if k.lower() == name.lower()] or did_you_mean(name, known)
     if sug:
-        hint = f"did you mean '{sug[0]}'?"
-    elif known:
-        hint = "known: " + ", ".join(known)
-    else:
-        hint = "declare it under vars:"
-    return ExprError(f"unknown variable '{name}'", hint)
+        return f"did you mean '{prefix}{sug[0]}'?"
+    return listing + ", ".join(known) if known else none
+
+
+def unknown_variable(name: str, known: list[str]) -> ExprError:
+    return ExprError(f"unknown variable '{name}'", variable_hint(name, known))
 
 
 def has_expr(value: Any) -> bool:

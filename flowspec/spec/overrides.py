@@ -15,6 +15,7 @@ from typing import Any
 
 from flowspec.errors import Location
 from flowspec.registry import did_you_mean
+from flowspec.spec.expr import variable_hint
 from flowspec.spec.problems import Problems, join_path
 from flowspec.spec.schema import TOP_KEYS
 from flowspec.spec.source import (
@@ -162,13 +163,8 @@ def declared_var(doc: LDict, name: str | int, path: str, loc: Location | None,
     names = [str(k) for k in declared] if isinstance(declared, dict) else []
     if str(name) in names:
         return True
-    sug = [n for n in names if n.lower() == str(name).lower()] or did_you_mean(str(name), names)
-    if sug:
-        hint = f"did you mean 'vars.{sug[0]}'?"
-    elif names:
-        hint = "the spec declares: " + ", ".join(names)
-    else:
-        hint = "the spec declares no vars: add it under vars: first"
+    hint = variable_hint(str(name), names, prefix="vars.", listing="the spec declares: ",
+                         none="the spec declares no vars: add it under vars: first")
     problems.add(f"unknown variable '{name}': overrides change declared variables only",
                  path, loc, hint)
     return False
