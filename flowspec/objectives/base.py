@@ -89,7 +89,11 @@ class Objective(abc.ABC):
       or None when nothing may choose it (never test).
 
     ``flow`` passed to :meth:`loss` is the training view (through DDP and
-    torch.compile); elsewhere it is the flow itself.
+    torch.compile: ``flow.log_prob`` and ``flow.sample_and_log_prob`` are routed, any
+    other flow method a loss differentiates through is ``flow.call("method", ...)``);
+    elsewhere it is the flow itself. An objective on the spec's data can subclass
+    :class:`~flowspec.objectives.likelihood.MaximumLikelihood` and reuse its data,
+    batches (``batch``), evaluation and drawing.
     """
 
     key_metric: ClassVar[str]

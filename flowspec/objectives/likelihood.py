@@ -94,14 +94,20 @@ class MaximumLikelihood(Objective):
         start = i * self.batch_size + self.rank * self.local_batch  # this rank's slice
         return self._perm[start:start + self.local_batch]  # type: ignore[index]
 
-    def loss(self, flow: Any, step: int, seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def batch(self, flow: Any, step: int, seed: int) -> tuple[torch.Tensor, Any]:
+        """This rank's training batch of ``step``: ``(model input, context)``, preprocessed
+        (dequantization noise from the global RNG, seeded by the trainer per step). An
+        objective on the same data (e.g. flow matching) subclasses this one and reuses it."""
         split = self.train_split
         idx = self._indices(step, seed).to(split.x.device)
         xb = split.x[idx].to(self.device, non_blocking=True)
         yb = split.y[idx].to(self.device) if split.y is not None else None
         cb = split.context[idx].to(self.device) if split.context is not None else None
-        x = self.prep(xb)
-        nll = -flow.log_prob(x, batch_context(flow, yb, cb)).mean()
+        return self.prep(xb), batch_context(flow, yb, cb)
+
+    def loss(self, flow: Any, step: int, seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        x, context = self.batch(flow, step, seed)
+        nll = -flow.log_prob(x, context).mean()
         return nll / self.num_dims, {"nll_nats": nll}
 
     def train_batches(self, flow: Flow):

@@ -209,13 +209,22 @@ class Entry(nn.Module):
 
 
 class TrainView:
-    """What the objectives see during training: the flow, with the two methods a loss
-    calls going through the wrapped (DDP and/or compiled) entry. Everything else --
-    shapes, ``num_dims``, context handling -- is the flow's own."""
+    """What the objectives see during training: the flow, with the methods a loss calls
+    going through the wrapped (DDP and/or compiled) entry. Everything else -- shapes,
+    ``num_dims``, context handling -- is the flow's own.
+
+    ``log_prob`` and ``sample_and_log_prob`` are routed; any other method of the flow
+    that a loss differentiates through is called as ``flow.call("method", *args)``, so
+    DDP synchronises its gradients (calling it on the view directly would bypass DDP).
+    """
 
     def __init__(self, flow: nn.Module, entry: Callable[..., Any]):
         self._flow = flow
         self._entry = entry
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``flow.method(*args, **kwargs)`` through the training entry."""
+        return self._entry(method, *args, **kwargs)
 
     def log_prob(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
         return self._entry("log_prob", x, context)
