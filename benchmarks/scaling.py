@@ -85,13 +85,13 @@ def bench_steps(models: list[str], rounds: int, block: int) -> None:
 
 def _run_rate(spec: str, sets: list[str], nproc: int, steps: int, log_every: int) -> float:
     from flowspec.spec import load_spec
-    from flowspec.train.loop import train
+    from flowspec.train import train
     from flowspec.train.report import SilentReporter
 
     with tempfile.TemporaryDirectory() as out:
         s = load_spec(ROOT / spec, [*sets, f"train.steps={steps}", f"train.log_every={log_every}",
                                     "train.eval_every=0", "train.sample_every=0"])
-        result = train(s, out_root=out, device="cpu", nproc=nproc, reporter=SilentReporter())
+        result = train(s, out=out, device="cpu", nproc=nproc, reporter=SilentReporter())
         rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").open()]
     rates = [r["examples_per_s"] for r in rows if r["split"] == "train"][1:]
     return statistics.median(rates)

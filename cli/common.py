@@ -138,8 +138,8 @@ def load_flow(ckpt: Path, device: str = "cpu", which: str | None = None,
     ``untrained``; then ``resolved`` is None and a warning says so.
     """
     import flowspec
-    from flowspec.runs import resolve_run
-    from flowspec.train.loop import resolve_device
+    from flowspec.api import resolve_device
+    from flowspec.run.listing import resolve_run
 
     if ckpt.suffix in (".yaml", ".yml") or (ckpt.is_file() and ckpt.suffix != ".safetensors"):
         if not untrained:

@@ -9,7 +9,6 @@ an existing file unless ``-o`` names it.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import typer
@@ -65,7 +64,8 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
                                    "unfinished run; a bare NAME is looked up under --out). "
                                    "--set may change its length, lr, grad_clip and "
                                    "cadences."),
-        seed: int = typer.Option(None, "--seed", help="Override train.seed."),
+        seed: int = typer.Option(None, "--seed", help="Override train.seed (--set "
+                                 "train.seed=N)."),
         quick: bool = typer.Option(False, "--quick", help="Apply the spec's quick overrides."),
         print_spec: bool = typer.Option(False, "--print-spec",
                                         help="Print the resolved spec (YAML) and exit."),
@@ -80,41 +80,47 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         data: Path = typer.Option(None, "--data", help="Train on this .csv/.npy/.npz/"
                                   ".safetensors file instead of the spec's dataset."),
     ) -> None:
-        """Train a spec by maximum likelihood or reverse KL; checkpoints into a run directory.
+        """Train a spec (its train.objective: maximum likelihood, reverse KL, ...);
+        checkpoints into a run directory.
 
-        Several processes: --nproc N here, or torchrun --nproc-per-node N (--nnodes for
-        several machines) running `flowspec train`."""
+        Every flag is sugar for --set (--seed N: train.seed=N, --compile: train.compile=true,
+        --data FILE: data.dataset reads FILE). Several processes: --nproc N here, or
+        torchrun --nproc-per-node N (--nnodes for several machines) running `flowspec train`."""
         from flowspec.errors import FlowspecError
+        from flowspec.train import make_request
 
         if resume is not None:
-            if data is not None:
-                raise FlowspecError("--data starts a fresh run; a resumed run keeps its data")
-            if not resume.exists() and (out / resume).is_dir():
-                resume = out / resume
-            _train_resume(spec, resume, set_ or [], device, data_dir, seed, quick, sweep,
-                          print_spec, nproc, compile_ or None)
-            return
-        if spec is None:
-            raise FlowspecError("give a spec to train, or --resume RUN_DIR")
-        set_ = [*(set_ or []), *(["train.compile=true"] if compile_ else [])]
-        if sweep:
-            if print_spec:
-                raise FlowspecError("--print-spec prints one spec; drop --sweep")
-            if nproc > 1:
-                raise FlowspecError("--sweep runs its trainings in one process; drop --nproc",
-                                    hint="or launch each value with --nproc and --set")
-            _sweep(spec, sweep, set_ or [], quick, out, device, data_dir, seed, data,
-                   compile_ or None)
-            return
-        s = _load_train_spec(spec, set_ or [], quick, data)
+            given = [what for flag, what in ((spec is not None, f"SPEC ({spec})"),
+                                             (seed is not None, "--seed"), (quick, "--quick"),
+                                             (bool(sweep), "--sweep"),
+                                             (data is not None, "--data")) if flag]
+            if given:
+                raise FlowspecError(
+                    f"--resume continues a run with its own spec, data and seed; "
+                    f"{', '.join(given)} cannot be used with it",
+                    hint="change what a resume may change with --set (train.steps, "
+                         "train.optimizer.<name>.lr, train.grad_clip, cadences), or start a "
+                         "new run from the spec")
+            resume = _resume_dir(resume, out)
+        if sweep and print_spec:
+            raise FlowspecError("--print-spec prints one spec; drop --sweep")
+        request = make_request(spec, overrides=set_ or [], quick=quick, data=data, seed=seed,
+                               torch_compile=compile_, resume=resume, out=out,
+                               data_dir=data_dir, device=device, nproc=nproc)
         if print_spec:
-            print(s.to_yaml(), end="")
+            print(request.resolved_spec_yaml(), end="")
             return
-        from flowspec.train.loop import train as run
+        if sweep:
+            _sweep(request, sweep)
+            return
+        from flowspec.train import train as run
 
-        result = run(s, out_root=out, device=device, data_dir=data_dir, seed=seed,
-                     overrides=set_, nproc=nproc, make_reporter=_reporter,
-                     compile=compile_ or None)
+        if request.is_resume and request.overrides:
+            from flowspec.run.layout import RESUMES
+
+            note(f"resume overrides: {' '.join(request.overrides)} (recorded in "
+                 f"{request.resume / RESUMES})")
+        result = run(request, make_reporter=_reporter)
         if result.rank != 0:  # under torchrun, rank 0 speaks for the run
             return
         _done(result)
@@ -356,126 +362,30 @@ def _done(result) -> None:
                       markup=False)
 
 
-def _train_resume(spec, resume, sets, device, data_dir, seed, quick, sweep, print_spec,
-                  nproc: int = 1, compile_: bool | None = None) -> None:
-    from flowspec.errors import FlowspecError
-    from flowspec.runs import resolve_resume
+def _resume_dir(resume: Path, out: Path) -> Path:
+    """The run directory ``--resume`` means (a bare NAME is looked up under ``--out``),
+    and why that one."""
+    from flowspec.run.listing import resolve_resume
 
-    refused = [(spec is not None, f"SPEC ({spec})"), (seed is not None, "--seed"),
-               (quick, "--quick"), (bool(sweep), "--sweep")]
-    bad = [what for flag, what in refused if flag]
-    if bad:
-        raise FlowspecError(
-            f"--resume continues a run with its own spec; {', '.join(bad)} cannot be used with "
-            "it", hint="change what a resume may change with --set (train.steps, "
-                       "train.optimizer.<name>.lr, train.grad_clip, cadences), or start a new "
-                       "run from the spec")
+    if not resume.exists() and (out / resume).is_dir():
+        resume = out / resume
     run_dir, notes = resolve_resume(resume)
     for line in notes:
         note(line)
-    if print_spec:
-        from flowspec.checkpoint import read_checkpoint
-        from flowspec.train.resume import apply_resume_overrides
-
-        ckpt = read_checkpoint(run_dir / "last.safetensors")
-        s, _ = apply_resume_overrides(ckpt["spec"], sets, run_dir)
-        print(s.to_yaml(), end="")
-        return
-    from flowspec.train.loop import train
-
-    if sets:
-        note(f"resume overrides: {' '.join(sets)} (recorded in {run_dir / 'resumes.jsonl'})")
-    result = train(None, resume=run_dir, device=device, data_dir=data_dir, overrides=sets,
-                   nproc=nproc, make_reporter=_reporter, compile=compile_)
-    if result.rank == 0:
-        _done(result)
+    return run_dir
 
 
-def _sweep_values(items: list[str]) -> list[tuple[str, list[str]]]:
-    from flowspec.errors import FlowspecError
-
-    out = []
-    for item in items:
-        path, eq, values = item.partition("=")
-        vals = [v.strip() for v in values.split(",") if v.strip()]
-        if not eq or not path.strip() or not vals:
-            raise FlowspecError(f"--sweep {item}: expected PATH=V1,V2,...",
-                                hint="e.g. --sweep vars.K=2,8,32")
-        out.append((path.strip(), vals))
-    return out
-
-
-def _load_train_spec(spec, sets, quick, data):
-    """The spec to train: as given, or on ``--data FILE`` (its dataset becomes the file)."""
-    if data is not None:
-        from flowspec.data.files import load_spec_on_file
-
-        return load_spec_on_file(spec, data, sets, quick=quick)
-    from flowspec.spec import load_spec
-
-    return load_spec(spec, sets, quick=quick)
-
-
-def _sweep(spec, sweep, sets, quick, out, device, data_dir, seed, data=None,
-           compile_: bool | None = None) -> None:
+def _sweep(request, items: list[str]) -> None:
     """Sequential runs over every combination of the swept values, then a comparison."""
-    import itertools
+    from flowspec.train import sweep
 
-    from flowspec.errors import FlowspecError
-    from flowspec.runs import read_status
-    from flowspec.train.loop import Trainer, TrainingDiverged
+    def announce(i: int, n: int, label: str) -> None:
+        console.print(f"[bold]sweep {i}/{n}[/]: {label}", highlight=False)
 
-    axes = _sweep_values(sweep)
-    fixed = {s.partition("=")[0].strip() for s in sets}
-    clash = [p for p, _ in axes if p in fixed]
-    if clash:
-        raise FlowspecError(f"--sweep and --set both set {', '.join(clash)}")
-    combos = [list(zip([p for p, _ in axes], values))
-              for values in itertools.product(*[v for _, v in axes])]
-    specs = [_load_train_spec(spec, sets + [f"{p}={v}" for p, v in combo], quick, data)
-             for combo in combos]  # every combination checked before the first run
-    rows = []
-    metric = None
-    for i, (combo, s) in enumerate(zip(combos, specs), 1):
-        label = " ".join(f"{p}={v}" for p, v in combo)
-        console.print(f"[bold]sweep {i}/{len(combos)}[/]: {label}", highlight=False)
-        t0 = time.time()
-        trainer = Trainer(s, out_root=out, device=device, data_dir=data_dir, seed=seed,
-                          overrides=sets + [f"{p}={v}" for p, v in combo], reporter=_reporter(),
-                          compile=compile_)
-        status, run_dir = "finished", trainer.run_dir
-        try:
-            trainer.run()
-        except TrainingDiverged as err:
-            status = "diverged"
-            warn(str(err))
-        except KeyboardInterrupt:
-            warn("sweep interrupted: comparing the runs so far")
-            break
-        elapsed = time.time() - t0
-        best = read_status(run_dir).get("best") or {}
-        final = _final_metrics(run_dir)
-        metric = metric or best.get("metric") or final.get("metric")
-        rows.append([label, best.get("value"), best.get("step"), final.get("value"),
-                     f"{elapsed:.0f} s", status, run_dir])
-    key = metric or "metric"
+    rows = sweep(request, items, make_reporter=_reporter, announce=announce, warn=warn)
+    key = rows[0].metric if rows else "metric"
     print_table(["run", f"best {key}", "best step", f"final test {key}", "time", "status",
-                 "run dir"], rows, title=f"sweep over {', '.join(p for p, _ in axes)}")
-
-
-def _final_metrics(run_dir: Path) -> dict:
-    """The last test evaluation recorded in ``metrics.jsonl`` (key metric and value)."""
-    last: dict = {}
-    try:
-        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-            row = json.loads(line)
-            if row.get("split") == "test":
-                last = row
-    except (OSError, ValueError):
-        return {}
-    from flowspec.objectives import OBJECTIVES
-
-    for key in dict.fromkeys(e.obj.key_metric for e in OBJECTIVES):
-        if key in last:
-            return {"metric": key, "value": last[key]}
-    return {}
+                 "run dir"],
+                [[r.label, r.best, r.best_step, r.final_test, f"{r.elapsed_s:.0f} s", r.status,
+                  r.run_dir] for r in rows],
+                title="sweep over " + ", ".join(item.partition("=")[0] for item in items))

@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         """List runs: status (running/finished/interrupted/diverged), step, best metric, time."""
         from flowspec.errors import FlowspecError
         from flowspec.registry import did_you_mean
-        from flowspec.runs import format_duration, list_runs
+        from flowspec.run.listing import format_duration, list_runs
 
         if name is not None and Path(name).is_dir():
             found = list_runs(Path(name))

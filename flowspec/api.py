@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from flowspec.checkpoint import load_weights, read_checkpoint
 from flowspec.compile import Flow
-from flowspec.errors import CheckpointError, Problem, SpecError
+from flowspec.errors import CheckpointError, FlowspecError, Problem, SpecError
 
 
 def is_checkpoint(path: str | os.PathLike) -> bool:
@@ -21,6 +23,16 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
         return p.suffix == ".safetensors" or p.is_dir()
     except OSError:  # e.g. a name too long for the filesystem: not a checkpoint
         return False
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a CUDA device that is not there is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FlowspecError("--device cuda was asked for, but no CUDA device is available",
+                            hint="use --device cpu or auto")
+    return torch.device(device)
 
 
 def build_flow(spec: Any) -> Flow:
@@ -43,14 +55,14 @@ def load(
 
     For checkpoints, ``source`` may be the ``.safetensors`` file, a run directory
     (its ``which`` checkpoint: ``last`` or ``best``) or ``runs/<name>`` (its newest
-    *finished* run, see :func:`flowspec.runs.resolve_run`; a newer unfinished run
+    *finished* run, see :func:`flowspec.run.resolve_run`; a newer unfinished run
     is named in a warning, never picked). The EMA weights are used when the run
     kept them (``ema=False`` for the raw weights). The returned flow is in eval mode.
     """
     from flowspec.spec import load_spec
 
     if not isinstance(source, dict) and is_checkpoint(source):
-        from flowspec.runs import resolve_run
+        from flowspec.run.listing import resolve_run
 
         resolved = resolve_run(source, which if Path(source).is_dir() else None)
         if any(note.startswith("not using") for note in resolved.notes):

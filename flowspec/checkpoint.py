@@ -314,21 +314,3 @@ def read_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
                               hint="pass the run directory printed by `flowspec train`")
     _verify(path, tensors, meta)
     return tensors, parse_info(path, meta)
-
-
-def resolve_checkpoint(path: str | os.PathLike, which: str = "last") -> Path:
-    """Accept a checkpoint file, a run directory, or ``runs/<name>`` (its newest run)."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    if p.is_dir():
-        if (p / f"{which}.safetensors").is_file():
-            return p / f"{which}.safetensors"
-        runs = sorted((d for d in p.iterdir() if (d / f"{which}.safetensors").is_file()),
-                      key=lambda d: d.name)
-        if runs:
-            return runs[-1] / f"{which}.safetensors"
-        raise CheckpointError(f"{p}: no {which}.safetensors in this directory or its runs",
-                              hint="train first: flowspec train SPEC")
-    raise CheckpointError(f"{p}: no such file or directory",
-                          hint="pass a checkpoint (.safetensors) or a run directory")

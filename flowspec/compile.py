@@ -60,6 +60,13 @@ class Flow(nn.Module):
         self.checkpoint_grads = False
         #: the resolved spec this flow was built from (set by flowspec.load / training).
         self.spec: Any = None
+        #: what the checkpoint it was loaded from says (step, epoch, metrics, seed);
+        #: None for a flow built from a spec (set by flowspec.load and while training)
+        self.checkpoint_info: dict[str, Any] | None = None
+        #: the run directory and last evaluation of the run that trained it (set by
+        #: flowspec.fit; :class:`flowspec.train.RunResult` carries them for every run)
+        self.run_dir: Any = None
+        self.metrics: dict[str, Any] | None = None
         #: a trace every walk calls while set (diagnostics, e.g. the NaN watchdog)
         self.watch: TraceFn | None = None
 

@@ -1,7 +1,8 @@
 """``flowspec.fit``: train a spec on your own array, tensor or file from Python.
 
-It is the CLI's training run, not a second loop: the same :class:`Trainer`, run
-directory, checkpoints, ``run.json`` and progress lines. Arrays are first written
+It is the CLI's training run, not a second loop: the same request
+(:func:`flowspec.train.make_request`), :func:`flowspec.train.train`, run directory,
+checkpoints, ``run.json`` and progress lines. Arrays are first written
 to a ``.safetensors`` file (``x`` and ``context``) that the run's ``file`` dataset
 reads, so the run is reproducible and ``flowspec eval RUN`` / ``flowspec sample RUN``
 work on it afterwards like on any other run.
@@ -111,7 +112,8 @@ def fit(
     verbose: bool = True,
 ) -> Flow:
     """Train ``spec`` on ``data``; return the trained flow (EMA weights if the run keeps
-    them), in eval mode, with ``flow.run_dir`` set to its run directory.
+    them), in eval mode, with ``flow.run_dir`` set to its run directory and
+    ``flow.metrics`` to its last evaluation.
 
     * ``spec``: a spec file, YAML text or a dict; its ``data`` section is replaced.
     * ``data``: an array/tensor ``[N, D]`` (``[N, ...]`` matching ``model.input``), or a
@@ -127,11 +129,12 @@ def fit(
       on the run afterwards; ``flow.run_dir`` says where.
     * ``verbose``: print the trainer's progress lines (``False``: silent).
     """
-    from flowspec.data.files import load_spec_on_file
-    from flowspec.train.loop import Trainer
+    from flowspec.train import make_request, train
     from flowspec.train.report import PlainReporter, SilentReporter
 
     root = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="flowspec-fit-"))
+    options: dict[str, Any] = dict(overrides=overrides, quick=quick, seed=seed, out=root,
+                                   data_dir=data_dir, device=device)
     if isinstance(data, (str, os.PathLike)):
         if test_data is not None or test_context is not None:
             raise DataError("test_data goes with array data; for files name the test file",
@@ -139,11 +142,11 @@ def fit(
         if context is not None and not isinstance(context, (str, list)):
             raise DataError("with a file, context names its columns (csv) or array "
                             "(npz/safetensors)", hint="e.g. context=['theta1', 'theta2']")
-        resolved = load_spec_on_file(spec, data, overrides, quick=quick, context=context)
+        request = make_request(spec, data=data, data_params={"context": context}, **options)
     else:
         # the spec as it will run, with a placeholder file: its name and shapes
-        base = load_spec_on_file(spec, root / "data.npz", overrides, quick=quick,
-                                 keep_selection=False)
+        base = make_request(spec, data=root / "data.npz", keep_selection=False,
+                            **options).spec
         x = _as_tensor(data, "data")
         ctx = _as_tensor(context, "context") if context is not None else None
         _check_shapes(base, x, ctx, "data")
@@ -159,12 +162,9 @@ def fit(
             params["test_path"] = str(_write_arrays(folder, tx, tc).resolve())
         elif test_context is not None:
             raise DataError("test_context was given without test_data")
-        path = _write_arrays(folder, x, ctx)
-        resolved = load_spec_on_file(spec, path, overrides, quick=quick, keep_selection=False,
-                                     **params)
-    reporter = PlainReporter() if verbose else SilentReporter()
-    result = Trainer(resolved, out_root=root, device=device, data_dir=data_dir, seed=seed,
-                     overrides=overrides, reporter=reporter).run()
+        request = make_request(spec, data=_write_arrays(folder, x, ctx), data_params=params,
+                               keep_selection=False, **options)
+    result = train(request, reporter=PlainReporter() if verbose else SilentReporter())
     flow = result.flow
     flow.run_dir = result.run_dir
     flow.metrics = result.metrics

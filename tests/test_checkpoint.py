@@ -11,7 +11,6 @@ import torch
 from flowspec.checkpoint import (
     read_checkpoint,
     read_state,
-    resolve_checkpoint,
     save_checkpoint,
     save_state,
 )
@@ -69,7 +68,9 @@ def test_state_file_and_resolution(tmp_path):
     tensors, info = read_state(run / "last.state.safetensors")
     assert info == {"step": 3} and torch.equal(tensors["optim/0/exp_avg"], torch.ones(2))
     save_checkpoint(run / "last.safetensors", {"w": torch.ones(1)}, "name: toy\n")
-    assert resolve_checkpoint(run) == run / "last.safetensors"
-    assert resolve_checkpoint(tmp_path / "runs" / "toy") == run / "last.safetensors"
+    from flowspec.run import resolve_run
+
+    assert resolve_run(run).checkpoint == run / "last.safetensors"
+    assert resolve_run(tmp_path / "runs" / "toy").checkpoint == run / "last.safetensors"
     with pytest.raises(CheckpointError, match="no such"):
-        resolve_checkpoint(tmp_path / "missing")
+        resolve_run(tmp_path / "missing")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from flowspec.spec import load_spec
-from flowspec.train.loop import train
+from flowspec.train import train
 from flowspec.train.report import PlainReporter
 
 # As small as a flow gets while still having actnorm's data-dependent init and
@@ -36,7 +36,7 @@ def _losses(run_dir):
 
 def _run(tmp_path, name, **kwargs):
     said: list[str] = []
-    result = train(load_spec(SPEC), out_root=tmp_path / name, device="cpu",
+    result = train(load_spec(SPEC), out=tmp_path / name, device="cpu",
                    reporter=PlainReporter(said.append), **kwargs)
     return _losses(result.run_dir), said
 
@@ -54,7 +54,7 @@ def test_compiled_run_trains_like_eager(tmp_path):
     if not _compile_works():
         pytest.skip("torch.compile (inductor, C++ compiler) is unavailable on this platform")
     eager, _ = _run(tmp_path, "eager")
-    compiled, said = _run(tmp_path, "compiled", compile=True)
+    compiled, said = _run(tmp_path, "compiled", torch_compile=True)
     assert not any("unavailable" in line for line in said), said
     assert len(eager) == len(compiled) == 8
     # fused kernels reorder float arithmetic; the trajectories agree to float tolerance
@@ -74,7 +74,7 @@ def test_compile_failure_falls_back_to_eager_with_one_message(tmp_path, monkeypa
 
     monkeypatch.setattr(torch_compile.CompiledOrEager, "__init__", with_failing_backend)
     eager, _ = _run(tmp_path, "eager")
-    fell_back, said = _run(tmp_path, "fallback", compile=True)
+    fell_back, said = _run(tmp_path, "fallback", torch_compile=True)
     notes = [line for line in said if "train.compile" in line]
     assert len(notes) == 1 and "continues eagerly" in notes[0] and "simulated" in notes[0]
     assert torch.equal(eager, fell_back)  # the eager path is the eager run, bit for bit

@@ -12,7 +12,7 @@ import flowspec
 from flowspec.checkpoint import save_checkpoint
 from flowspec.errors import SpecError
 from flowspec.spec import load_spec
-from flowspec.train.loop import train
+from flowspec.train import train
 from flowspec.train.report import SilentReporter
 
 SPEC = """
@@ -95,7 +95,7 @@ def test_class_context_net_through_the_training_loop(tmp_path):
                   "flow": ["flatten", {"logit": {"alpha": 1e-6}}, {"maf": {"hidden": [8]}}]},
         "train": {"steps": 2, "batch_size": 8, "eval_batches": 1, "log_every": 1},
     })
-    result = train(spec, out_root=tmp_path / "runs", data_dir=tmp_path / "data",
+    result = train(spec, out=tmp_path / "runs", data_dir=tmp_path / "data",
                    reporter=SilentReporter())
     flow = flowspec.load(result.run_dir)
     assert flow.node_context_shape == (5,)

@@ -18,7 +18,8 @@ from flowspec.data import open_dataset
 from flowspec.data.files import FileSource, read_table
 from flowspec.errors import DataError, FlowspecError
 from flowspec.spec import load_spec
-from flowspec.train.loop import Trainer, train
+from flowspec.train import make_request, train
+from flowspec.train.loop import Trainer
 from flowspec.train.report import SilentReporter
 from flowspec_cli.main import app
 
@@ -206,7 +207,7 @@ def test_shape_against_model_input(tmp_path):
     path = write_table(tmp_path / "d.csv", _rows(64, 3), columns=["a", "b", "c"])
     spec = load_spec(_tiny_spec(path, columns=None))
     with pytest.raises(DataError) as info:
-        train(spec, out_root=tmp_path / "runs", reporter=SilentReporter())
+        train(spec, out=tmp_path / "runs", reporter=SilentReporter())
     msg = _message(info.value)
     assert "shape [3]" in msg and "model.input is [2]" in msg and "a, b, c" in msg
 
@@ -215,13 +216,13 @@ def test_context_must_match_the_flow(tmp_path):
     path = write_table(tmp_path / "d.npz", _rows(64), _rows(64, 3), context_names="theta")
     unconditional = load_spec(_tiny_spec(path, columns=None, context="theta"))
     with pytest.raises(DataError, match="would be ignored"):
-        train(unconditional, out_root=tmp_path / "r", reporter=SilentReporter())
+        train(unconditional, out=tmp_path / "r", reporter=SilentReporter())
     wrong = load_spec(_tiny_spec(path, columns=None, context="theta", model_context=[2]))
     with pytest.raises(DataError, match=r"shape \[3\] per example"):
-        train(wrong, out_root=tmp_path / "r", reporter=SilentReporter())
+        train(wrong, out=tmp_path / "r", reporter=SilentReporter())
     missing = load_spec(_tiny_spec(path, columns=None, model_context=[3]))
     with pytest.raises(DataError, match="gives none"):
-        train(missing, out_root=tmp_path / "r", reporter=SilentReporter())
+        train(missing, out=tmp_path / "r", reporter=SilentReporter())
 
 
 # -- runs: paths, provenance, standardize -------------------------------------------------------
@@ -254,7 +255,7 @@ def test_relative_paths_data_dir_then_spec_dir_and_pinned(tmp_path):
     spec_dir.mkdir()
     write_table(spec_dir / "t.csv", _rows(80, seed=1), columns=["a", "b"])
     (spec_dir / "tiny.yaml").write_text(_tiny_spec("t.csv"))
-    result = train(load_spec(spec_dir / "tiny.yaml"), out_root=tmp_path / "runs",
+    result = train(load_spec(spec_dir / "tiny.yaml"), out=tmp_path / "runs",
                    data_dir=data_dir, reporter=SilentReporter())
     stored = load_spec((result.run_dir / "spec.yaml").read_text())
     pinned = stored.data["dataset"]["file"]
@@ -268,7 +269,7 @@ def test_relative_paths_data_dir_then_spec_dir_and_pinned(tmp_path):
 
     # the data dir wins over the spec's directory, and stays relative in the stored spec
     write_table(data_dir / "t.csv", _rows(80, seed=2), columns=["a", "b"])
-    result = train(load_spec(spec_dir / "tiny.yaml"), out_root=tmp_path / "runs",
+    result = train(load_spec(spec_dir / "tiny.yaml"), out=tmp_path / "runs",
                    data_dir=data_dir, reporter=SilentReporter())
     pinned = load_spec((result.run_dir / "spec.yaml").read_text()).data["dataset"]["file"]
     assert pinned["path"] == "t.csv"
@@ -287,7 +288,7 @@ def test_standardize_fits_on_train_only_and_is_kept_on_resume(tmp_path, monkeypa
     test_path = write_table(tmp_path / "t.csv", test, columns=["a", "b"])
     spec = load_spec(_tiny_spec(path, standardize=True, test_path=str(test_path),
                                 steps=2))
-    trainer = Trainer(spec, out_root=tmp_path / "runs", reporter=SilentReporter())
+    trainer = Trainer(make_request(spec, out=tmp_path / "runs"), reporter=SilentReporter())
     node = trainer.flow.nodes["flow/0/standardize"]
     train_x = trainer.objective.train_split.x.double()
     assert len(train_x) == 180  # val (10%) held out
@@ -305,7 +306,7 @@ def test_standardize_fits_on_train_only_and_is_kept_on_resume(tmp_path, monkeypa
         raise AssertionError("a resumed run must keep its statistics")
 
     monkeypatch.setattr(Standardize, "fit_data", refit)
-    resumed = Trainer(spec, resume=trainer.run_dir, reporter=SilentReporter())
+    resumed = Trainer(make_request(resume=trainer.run_dir), reporter=SilentReporter())
     assert torch.equal(resumed.flow.nodes["flow/0/standardize"].mean, saved)
     assert bool(resumed.flow.nodes["flow/0/standardize"].fitted)
 

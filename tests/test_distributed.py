@@ -13,8 +13,7 @@ import torch
 import flowspec
 from flowspec.errors import FlowspecError
 from flowspec.spec import load_spec
-from flowspec.train import distributed
-from flowspec.train.loop import train
+from flowspec.train import distributed, train
 from flowspec.train.report import SilentReporter
 
 # Continuous data and MLP couplings: no random numbers inside a step, so N processes
@@ -63,7 +62,7 @@ def _rows(run_dir, split):
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
     out = tmp_path_factory.mktemp("one")
-    return train(_spec(), out_root=out, device="cpu", reporter=SilentReporter())
+    return train(_spec(), out=out, device="cpu", reporter=SilentReporter())
 
 
 def stop_rank1_at_step_7(step: int) -> None:
@@ -73,7 +72,7 @@ def stop_rank1_at_step_7(step: int) -> None:
 
 
 def test_two_processes_equal_one_process(one_process, tmp_path):
-    two = train(_spec(), out_root=tmp_path, device="cpu", nproc=2, reporter=SilentReporter())
+    two = train(_spec(), out=tmp_path, device="cpu", nproc=2, reporter=SilentReporter())
     assert two.step == one_process.step == 20
     # rank 0 alone wrote the run directory, and recorded the process count
     assert json.loads((two.run_dir / "run.json").read_text())["processes"] == 2
@@ -94,7 +93,7 @@ def test_two_processes_equal_one_process(one_process, tmp_path):
 
 def test_stop_on_one_rank_stops_all_and_resumes_with_one_process(one_process, tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        train(_spec(), out_root=tmp_path, device="cpu", nproc=2, reporter=SilentReporter(),
+        train(_spec(), out=tmp_path, device="cpu", nproc=2, reporter=SilentReporter(),
               on_step=stop_rank1_at_step_7)
     (run,) = (tmp_path / "ddp").iterdir()
     # ranks agree on a pending stop every STOP_CHECK_EVERY (10) steps
@@ -107,7 +106,7 @@ def test_stop_on_one_rank_stops_all_and_resumes_with_one_process(one_process, tm
 def test_divergence_on_all_ranks_is_one_clear_error(tmp_path):
     spec = _spec("train.optimizer.adam.lr=1e30", "train.max_bad_steps=2")
     with pytest.raises(FlowspecError, match="diverged"):
-        train(spec, out_root=tmp_path, device="cpu", nproc=2, reporter=SilentReporter())
+        train(spec, out=tmp_path, device="cpu", nproc=2, reporter=SilentReporter())
 
 
 def test_global_batch_must_divide_among_processes():

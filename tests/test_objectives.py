@@ -68,7 +68,7 @@ OBJECTIVES.register("_scaled_likelihood", schema=params_schema(
 
 
 def test_a_new_objective_is_one_class_and_one_registration(tiny_spec_path, tmp_path):
-    from flowspec.train.loop import train
+    from flowspec.train import train
     from flowspec.train.report import SilentReporter
 
     spec = load_spec(tiny_spec_path, ['train.objective={"_scaled_likelihood": {"factor": 0.5}}',
@@ -77,7 +77,7 @@ def test_a_new_objective_is_one_class_and_one_registration(tiny_spec_path, tmp_p
     assert objective_params(spec) == {"factor": 0.5}
     with pytest.raises(SpecError, match="factor"):
         load_spec(tiny_spec_path, ['train.objective={"_scaled_likelihood": {"factor": -1}}'])
-    result = train(spec, out_root=tmp_path, device="cpu", reporter=SilentReporter())
+    result = train(spec, out=tmp_path, device="cpu", reporter=SilentReporter())
     rows = [json.loads(line) for line in
             (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["factor"] == 0.5

@@ -11,7 +11,7 @@ import torch
 from flowspec.api import build_flow
 from flowspec.errors import FlowspecError
 from flowspec.spec import load_spec
-from flowspec.train.loop import train
+from flowspec.train import train
 from flowspec.train.precision import Precision, resolve_precision
 from flowspec.train.report import PlainReporter, SilentReporter
 
@@ -67,7 +67,7 @@ def _train_rows(run_dir):
 
 @pytest.mark.parametrize("text", [GLOW, SPLINE], ids=["glow", "spline"])
 def test_bf16_training_on_cpu_stays_finite_and_learns(text, mnist_dir, tmp_path):
-    result = train(load_spec(text), out_root=tmp_path / "runs", device="cpu",
+    result = train(load_spec(text), out=tmp_path / "runs", device="cpu",
                    data_dir=mnist_dir, reporter=SilentReporter())
     rows = _train_rows(result.run_dir)
     assert len(rows) == result.step  # no step was skipped as non-finite
@@ -149,12 +149,12 @@ def test_fp16_is_refused_on_cpu_and_amp_is_deprecated():
 def test_deprecated_amp_key_trains_as_bf16_with_a_warning(tmp_path):
     text = SPLINE.replace("precision: bf16", "amp: true").replace("steps: 30", "steps: 2")
     said: list[str] = []
-    train(load_spec(text), out_root=tmp_path, device="cpu", reporter=PlainReporter(said.append))
+    train(load_spec(text), out=tmp_path, device="cpu", reporter=PlainReporter(said.append))
     assert any("train.amp is deprecated" in line for line in said)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with a GradScaler needs CUDA")
 def test_fp16_with_grad_scaler_on_cuda(tmp_path):
-    result = train(load_spec(SPLINE.replace("bf16", "fp16")), out_root=tmp_path, device="cuda",
+    result = train(load_spec(SPLINE.replace("bf16", "fp16")), out=tmp_path, device="cuda",
                    reporter=SilentReporter())
     assert all(torch.isfinite(torch.tensor([r["loss"] for r in _train_rows(result.run_dir)])))

@@ -19,7 +19,7 @@ import flowspec
 from flowspec.checkpoint import read_checkpoint, save_checkpoint
 from flowspec.errors import CheckpointError, FlowspecError
 from flowspec.spec import load_spec
-from flowspec.train.loop import train
+from flowspec.train import train
 from flowspec.train.report import SilentReporter
 
 KILLER = textwrap.dedent("""
@@ -28,7 +28,7 @@ KILLER = textwrap.dedent("""
     torch.set_num_threads(1)
     import flowspec.checkpoint as C
     from flowspec.spec import load_spec
-    from flowspec.train.loop import train
+    from flowspec.train import train
     from flowspec.train.report import SilentReporter
 
     spec_path, out, kill_step, where = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -44,7 +44,7 @@ KILLER = textwrap.dedent("""
         return real_save(tensors, path, metadata)
 
     C.save_file = save_file
-    train(load_spec(spec_path), out_root=out, reporter=SilentReporter(), device="cpu")
+    train(load_spec(spec_path), out=out, reporter=SilentReporter(), device="cpu")
 """)
 
 
@@ -65,7 +65,7 @@ def full_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("full")
     (root / "tiny.yaml").write_text(TINY_SPEC)
-    result = train(load_spec(root / "tiny.yaml"), out_root=root / "runs",
+    result = train(load_spec(root / "tiny.yaml"), out=root / "runs",
                    reporter=SilentReporter(), device="cpu")
     return result.run_dir
 
@@ -107,7 +107,7 @@ def test_resume_drops_torn_and_future_metric_rows(full_run, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(full_run, run)
-    from flowspec.train.resume import truncate_metrics
+    from flowspec.run.metrics import truncate_metrics
 
     with (run / "metrics.jsonl").open("a") as fh:
         fh.write('{"split": "train", "step": 99, "loss"')  # torn by a kill
@@ -188,8 +188,8 @@ def test_nan_weights_are_refused_naming_the_tensor(ckpt):
 
 def test_state_file_of_another_run_is_refused(tiny_spec_path, tmp_path):
     spec = load_spec(tiny_spec_path, ["train.steps=4"])
-    a = train(spec, out_root=tmp_path / "a", reporter=SilentReporter()).run_dir
-    b = train(spec, out_root=tmp_path / "b", reporter=SilentReporter()).run_dir
+    a = train(spec, out=tmp_path / "a", reporter=SilentReporter()).run_dir
+    b = train(spec, out=tmp_path / "b", reporter=SilentReporter()).run_dir
     (b / "last.state.safetensors").write_bytes((a / "last.state.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="belongs to another run"):
         train(None, resume=b, reporter=SilentReporter())
@@ -215,7 +215,7 @@ def _enospc(*args, **kwargs):
 def test_full_disk_during_training_is_a_clear_error(tiny_spec_path, tmp_path, monkeypatch):
     monkeypatch.setattr("flowspec.checkpoint.save_file", _enospc)
     with pytest.raises(FlowspecError, match="disk is full") as info:
-        train(load_spec(tiny_spec_path), out_root=tmp_path, reporter=SilentReporter())
+        train(load_spec(tiny_spec_path), out=tmp_path, reporter=SilentReporter())
     assert "last.safetensors" in str(info.value) or "best.safetensors" in str(info.value)
 
 
@@ -224,16 +224,16 @@ def test_out_on_a_file_or_read_only_filesystem(tiny_spec_path, tmp_path, monkeyp
     a_file.write_text("x")
     spec = load_spec(tiny_spec_path)
     with pytest.raises(FlowspecError, match="is a file, not a directory"):
-        train(spec, out_root=a_file, reporter=SilentReporter())
+        train(spec, out=a_file, reporter=SilentReporter())
     with pytest.raises(FlowspecError, match="not a directory"):
-        train(spec, out_root=a_file / "sub", reporter=SilentReporter())
+        train(spec, out=a_file / "sub", reporter=SilentReporter())
 
     def read_only(self, *args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
 
     monkeypatch.setattr("pathlib.Path.mkdir", read_only)
     with pytest.raises(FlowspecError, match="read-only") as info:
-        train(spec, out_root=tmp_path / "ro", reporter=SilentReporter())
+        train(spec, out=tmp_path / "ro", reporter=SilentReporter())
     assert str(tmp_path / "ro") in str(info.value)
 
 

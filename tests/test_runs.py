@@ -1,4 +1,4 @@
-"""Run status, discovery and resolution (flowspec.runs), the trainer's status file,
+"""Run status, discovery and resolution (flowspec.run), the trainer's status file,
 resume overrides, early stopping and the reverse-KL annealing plan."""
 
 from __future__ import annotations
@@ -14,20 +14,13 @@ import pytest
 import torch
 
 from flowspec.errors import CheckpointError, FlowspecError
-from flowspec.runs import (
-    FINISHED,
-    INTERRUPTED,
-    STOPPED,
-    checkpoint_info,
-    list_runs,
-    read_status,
-    resolve_resume,
-    resolve_run,
-    run_info,
-    write_status,
-)
+from flowspec.run.listing import checkpoint_info, list_runs, resolve_resume, resolve_run, run_info
+from flowspec.run.state import open_resume
+from flowspec.run.status import FINISHED, INTERRUPTED, STOPPED, read_status, write_status
 from flowspec.spec import load_spec
-from flowspec.train.loop import Trainer, TrainingDiverged, train
+from flowspec.train import make_request, train
+from flowspec.train.callbacks import StepCallback
+from flowspec.train.loop import Trainer, TrainingDiverged
 from flowspec.train.report import SilentReporter
 
 FAST = ["train.sample_every=0"]
@@ -35,7 +28,7 @@ FAST = ["train.sample_every=0"]
 
 def _train(spec_path, root, *sets, **kw):
     spec = load_spec(spec_path, FAST + list(sets))
-    return train(spec, out_root=root, reporter=SilentReporter(), device="cpu", **kw)
+    return train(spec, out=root, reporter=SilentReporter(), device="cpu", **kw)
 
 
 def _interrupted(spec_path, root, at, *sets):
@@ -44,8 +37,8 @@ def _interrupted(spec_path, root, at, *sets):
             raise KeyboardInterrupt
 
     spec = load_spec(spec_path, FAST + list(sets))
-    trainer = Trainer(spec, out_root=root, reporter=SilentReporter(), device="cpu",
-                      on_step=stop)
+    trainer = Trainer(make_request(spec, out=root, device="cpu"), reporter=SilentReporter(),
+                      callbacks=[StepCallback(stop)])
     with pytest.raises(KeyboardInterrupt):
         trainer.run()
     return trainer.run_dir
@@ -72,7 +65,7 @@ def test_interrupted_run_records_its_checkpoint_step(tiny_spec_path, tmp_path):
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step")
 def test_diverged_run(tiny_spec_path, tmp_path):
     spec = load_spec(tiny_spec_path, FAST + ["train.max_bad_steps=2"])
-    trainer = Trainer(spec, out_root=tmp_path, reporter=SilentReporter(), device="cpu")
+    trainer = Trainer(make_request(spec, out=tmp_path, device="cpu"), reporter=SilentReporter())
     real = trainer.objective.loss  # fine until the first checkpoint (step 4), then NaN
 
     def loss(flow, step, seed):
@@ -158,8 +151,8 @@ def test_resume_refuses_a_running_run(tiny_spec_path, tmp_path):
 def test_resume_lr_override_reaches_the_optimizer(tiny_spec_path, tmp_path):
     run = _interrupted(tiny_spec_path, tmp_path, 6, "train.schedule=cosine",
                        "train.warmup_steps=2")
-    trainer = Trainer(None, resume=run, reporter=SilentReporter(), device="cpu",
-                      overrides=["train.optimizer.adam.lr=0.001", "train.steps=20"])
+    trainer = Trainer(make_request(resume=run, device="cpu", overrides=[
+        "train.optimizer.adam.lr=0.001", "train.steps=20"]), reporter=SilentReporter())
     assert trainer.total == 20 and trainer.start_step == 4
     from flowspec.train.optim import lr_factor
 
@@ -179,9 +172,9 @@ def test_resume_lr_override_reaches_the_optimizer(tiny_spec_path, tmp_path):
     # digest is checked against it), the first spec is kept, and resuming again keeps them
     assert "lr: 0.001" in (run / "spec.yaml").read_text()
     assert "lr: 0.01" in (run / "spec.initial.yaml").read_text()
-    assert "lr: 0.001" in Trainer._read_resume(run)["spec_yaml"]
-    again = Trainer(None, resume=run, reporter=SilentReporter(), device="cpu",
-                    overrides=["train.steps=22"])
+    assert "lr: 0.001" in open_resume(run).spec_yaml
+    again = Trainer(make_request(resume=run, device="cpu", overrides=["train.steps=22"]),
+                    reporter=SilentReporter())
     assert again.opt.param_groups[0]["initial_lr"] == pytest.approx(0.001)
     again.run()
     assert read_status(run)["step"] == 22
@@ -190,16 +183,18 @@ def test_resume_lr_override_reaches_the_optimizer(tiny_spec_path, tmp_path):
 def test_resume_refuses_what_would_change_the_run(tiny_spec_path, tmp_path):
     run = _interrupted(tiny_spec_path, tmp_path, 6)
     with pytest.raises(FlowspecError) as err:
-        Trainer(None, resume=run, reporter=SilentReporter(), device="cpu",
-                overrides=["train.batch_size=32", "model.flow.0.repeat=3",
-                           "train.grad_clip=1", "train.seed=3"])
+        Trainer(make_request(resume=run, device="cpu", overrides=[
+            "train.batch_size=32", "model.flow.0.repeat=3", "train.grad_clip=1",
+            "train.seed=3"]), reporter=SilentReporter())
     text = str(err.value)
     assert "train.batch_size=32" in text and "model.flow.0.repeat=3" in text
     assert "train.seed=3" in text and "grad_clip" not in text.split("Resumable")[0]
     with pytest.raises(FlowspecError, match="counts steps"):
-        Trainer(None, resume=run, reporter=SilentReporter(), overrides=["train.epochs=5"])
+        Trainer(make_request(resume=run, overrides=["train.epochs=5"]),
+                reporter=SilentReporter())
     with pytest.raises(FlowspecError, match="before the run's current step"):
-        Trainer(None, resume=run, reporter=SilentReporter(), overrides=["train.steps=2"])
+        Trainer(make_request(resume=run, overrides=["train.steps=2"]),
+                reporter=SilentReporter())
 
 
 # -- early stopping -------------------------------------------------------------------------
@@ -247,5 +242,5 @@ def test_short_reverse_kl_run_warns(tmp_path):
     spec = load_spec(Path(__file__).parent.parent / "specs" / "planar_u1.yaml",
                      ["train.steps=6", "train.steps_per_epoch=3", "vars.K=2",
                       "train.sample_every=0"])
-    train(spec, out_root=tmp_path, reporter=Collect(), device="cpu")
+    train(spec, out=tmp_path, reporter=Collect(), device="cpu")
     assert len(messages) == 1 and "longer than the run (6 steps)" in messages[0]

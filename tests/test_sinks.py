@@ -9,10 +9,11 @@ import json
 import pytest
 
 from flowspec.errors import FlowspecError
+from flowspec.run.sinks import CsvSink, check_sinks, open_sinks
 from flowspec.spec import load_spec
-from flowspec.train.loop import Trainer, train
+from flowspec.train import make_request, train
+from flowspec.train.loop import Trainer
 from flowspec.train.report import SilentReporter
-from flowspec.train.sinks import CsvSink, check_sinks, open_sinks
 
 
 def _csv(path):
@@ -44,7 +45,7 @@ def test_jsonl_is_always_written(tmp_path):
 
 def test_training_writes_csv(tiny_spec_path, tmp_path):
     spec = load_spec(tiny_spec_path, ["train.log=[jsonl, csv]", "train.sample_every=0"])
-    run = train(spec, out_root=tmp_path, reporter=SilentReporter(), device="cpu").run_dir
+    run = train(spec, out=tmp_path, reporter=SilentReporter(), device="cpu").run_dir
     train_rows = _csv(run / "metrics" / "train.csv")
     assert [int(r["step"]) for r in train_rows] == [4, 8, 12]
     assert {"loss", "nll_nats", "lr", "examples_per_s"} <= set(train_rows[0])
@@ -66,7 +67,7 @@ def test_missing_tensorboard_is_a_clear_error_before_training(tiny_spec_path, tm
         check_sinks(["tensorboard"])
     spec = load_spec(tiny_spec_path, ["train.log=[tensorboard]"])
     with pytest.raises(FlowspecError, match="tensorboard"):
-        Trainer(spec, out_root=tmp_path, reporter=SilentReporter(), device="cpu")
+        Trainer(make_request(spec, out=tmp_path, device="cpu"), reporter=SilentReporter())
     assert not (tmp_path / "tiny").exists()
 
 
@@ -80,7 +81,7 @@ def test_tensorboard_scalars(tiny_spec_path, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     spec = load_spec(tiny_spec_path, ["train.log=[jsonl, tensorboard]", "train.sample_every=0"])
-    run = train(spec, out_root=tmp_path, reporter=SilentReporter(), device="cpu").run_dir
+    run = train(spec, out=tmp_path, reporter=SilentReporter(), device="cpu").run_dir
     acc = EventAccumulator(str(run / "tensorboard"))
     acc.Reload()
     tags = acc.Tags()["scalars"]

@@ -13,7 +13,7 @@ from fakedata import write_cifar, write_image_folder, write_mnist, write_spec_fi
 import flowspec
 from flowspec.objectives import objective_class
 from flowspec.spec import load_spec
-from flowspec.train.loop import train
+from flowspec.train import train
 from flowspec.train.report import SilentReporter
 
 SPECS = sorted((Path(__file__).parent.parent / "specs").glob("*.yaml"))
@@ -56,7 +56,7 @@ def test_spec_trains_quick(path, data_dir, tmp_path):
                                 f"train.batch_size={min(spec.train['batch_size'], n)}"],
                          quick=True)
     torch.manual_seed(0)
-    result = train(spec, out_root=tmp_path, data_dir=data_dir, reporter=SilentReporter())
+    result = train(spec, out=tmp_path, data_dir=data_dir, reporter=SilentReporter())
     assert result.step == 2
     flow = flowspec.load(result.run_dir)
     labels = torch.arange(2) % flow.num_classes if flow.num_classes else None

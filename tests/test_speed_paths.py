@@ -143,7 +143,7 @@ def test_glow_traces_as_one_compiled_graph():
 def test_train_channels_last_option_trains_the_same_model(tmp_path):
     from fakedata import write_mnist
 
-    from flowspec.train.loop import train
+    from flowspec.train import train
     from flowspec.train.report import SilentReporter
 
     write_mnist(tmp_path / "data" / "mnist", n_train=32, n_test=8)
@@ -153,7 +153,7 @@ def test_train_channels_last_option_trains_the_same_model(tmp_path):
         overrides = ["train.steps=2", "train.eval_batches=1", "train.batch_size=8",
                      f"train.channels_last={str(cl).lower()}"]
         spec = load_spec(spec_path, overrides, quick=True)
-        result = train(spec, out_root=tmp_path / f"cl{cl}", data_dir=tmp_path / "data",
+        result = train(spec, out=tmp_path / f"cl{cl}", data_dir=tmp_path / "data",
                        reporter=SilentReporter())
         flows.append(result.flow)
     convs = [p for p in flows[1].parameters() if p.dim() == 4 and p.shape[-1] > 1]

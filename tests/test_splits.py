@@ -11,7 +11,7 @@ from flowspec.data import open_dataset
 from flowspec.data.splits import carve_indices
 from flowspec.errors import DataError
 from flowspec.spec import load_spec
-from flowspec.train.loop import train
+from flowspec.train import train
 from flowspec.train.report import SilentReporter
 
 
@@ -49,7 +49,7 @@ def _rows(run):
 
 def test_best_is_chosen_on_validation_and_test_reported_at_the_end(tiny_spec_path, tmp_path):
     spec = load_spec(tiny_spec_path, ["train.checkpoint_every=0"])
-    run = train(spec, out_root=tmp_path, reporter=SilentReporter()).run_dir
+    run = train(spec, out=tmp_path, reporter=SilentReporter()).run_dir
     rows = _rows(run)
     val = [r for r in rows if r["split"] == "val"]
     test = [r for r in rows if r["split"] == "test"]
@@ -68,7 +68,7 @@ def test_without_validation_no_best_is_written(tiny_spec_path, tmp_path):
             messages.append(text)
 
     spec = load_spec(tiny_spec_path, ["data.val_fraction=0"])
-    run = train(spec, out_root=tmp_path, reporter=Collect()).run_dir
+    run = train(spec, out=tmp_path, reporter=Collect()).run_dir
     assert not (run / "best.safetensors").exists()
     assert {r["split"] for r in _rows(run)} == {"train", "test"}
     assert any("no validation split" in m for m in messages)

@@ -9,7 +9,7 @@ import torch
 
 import flowspec
 from flowspec.spec import load_spec
-from flowspec.train.loop import train
+from flowspec.train import train
 from flowspec.train.report import SilentReporter
 
 
@@ -19,7 +19,7 @@ def _weights(path):
 
 def test_train_writes_run_dir_and_learns(tiny_spec_path, tmp_path):
     spec = load_spec(tiny_spec_path, ["train.steps=60", "train.checkpoint_every=0"])
-    result = train(spec, out_root=tmp_path / "runs", reporter=SilentReporter())
+    result = train(spec, out=tmp_path / "runs", reporter=SilentReporter())
     run = result.run_dir
     assert run.parent == tmp_path / "runs" / "tiny"
     for name in ("spec.yaml", "overrides.json", "run.json", "metrics.jsonl", "last.safetensors",
@@ -36,14 +36,14 @@ def test_train_writes_run_dir_and_learns(tiny_spec_path, tmp_path):
 
 def test_killed_run_resumes_exactly(tiny_spec_path, tmp_path):
     spec = load_spec(tiny_spec_path)
-    full = train(spec, out_root=tmp_path / "a", reporter=SilentReporter())
+    full = train(spec, out=tmp_path / "a", reporter=SilentReporter())
 
     def kill_at_6(step):
         if step == 6:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(load_spec(tiny_spec_path), out_root=tmp_path / "b", reporter=SilentReporter(),
+        train(load_spec(tiny_spec_path), out=tmp_path / "b", reporter=SilentReporter(),
               on_step=kill_at_6)
     (run_b,) = (tmp_path / "b" / "tiny").iterdir()
     assert json.loads(json.dumps(flowspec.load(run_b).checkpoint_info))["step"] == 4
@@ -61,8 +61,8 @@ def test_killed_run_resumes_exactly(tiny_spec_path, tmp_path):
 
 def test_run_dirs_are_never_overwritten(tiny_spec_path, tmp_path):
     spec = load_spec(tiny_spec_path, ["train.steps=2"])
-    r1 = train(spec, out_root=tmp_path, reporter=SilentReporter()).run_dir
-    r2 = train(spec, out_root=tmp_path, reporter=SilentReporter()).run_dir
+    r1 = train(spec, out=tmp_path, reporter=SilentReporter()).run_dir
+    r2 = train(spec, out=tmp_path, reporter=SilentReporter()).run_dir
     assert r1 != r2 and r1.is_dir() and r2.is_dir()
 
 
@@ -72,7 +72,7 @@ def test_divergence_is_reported_not_hidden(tiny_spec_path, tmp_path):
     spec = load_spec(tiny_spec_path, ["train.optimizer.adam.lr=1e30", "train.max_bad_steps=2",
                                       "train.steps=200"])
     with pytest.raises(FlowspecError, match="diverged"):
-        train(spec, out_root=tmp_path, reporter=SilentReporter())
+        train(spec, out=tmp_path, reporter=SilentReporter())
 
 
 def test_ema_decay_ramps_so_short_runs_track_the_weights():

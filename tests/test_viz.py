@@ -273,7 +273,7 @@ def test_trace_rows_share_limits(tiny_spec_path, tmp_path, capture_figures):
 def test_training_loop_reports_nonfinite_samples(tiny_spec_path, tmp_path, monkeypatch):
     from flowspec.compile import Flow
     from flowspec.spec import load_spec
-    from flowspec.train.loop import train
+    from flowspec.train import train
     from flowspec.train.report import PlainReporter
 
     real = Flow.sample
@@ -286,6 +286,6 @@ def test_training_loop_reports_nonfinite_samples(tiny_spec_path, tmp_path, monke
     monkeypatch.setattr(Flow, "sample", sample)
     lines = []
     spec = load_spec(tiny_spec_path, ["train.steps=4"])
-    train(spec, out_root=tmp_path, device="cpu", reporter=PlainReporter(lines.append))
+    train(spec, out=tmp_path, device="cpu", reporter=PlainReporter(lines.append))
     want = "warning: 3 of 128 samples are non-finite (dropped from the plot) at T = 1"
     assert any(line.endswith(want) for line in lines), lines

@@ -9,7 +9,7 @@ import torch
 import flowspec
 from flowspec.errors import FlowspecError
 from flowspec.spec import load_spec
-from flowspec.train.loop import train
+from flowspec.train import train
 from flowspec.train.report import PlainReporter, SilentReporter
 from flowspec.train.watchdog import find_nonfinite
 
@@ -55,10 +55,12 @@ def test_divergence_names_the_node_its_spec_line_and_how_to_resume(spec_path, tm
                 _actnorm(trainer_flow[0]).log_scale.fill_(100.0)
 
     trainer_flow = []
+    from flowspec.train import make_request
+    from flowspec.train.callbacks import StepCallback
     from flowspec.train.loop import Trainer
 
-    trainer = Trainer(load_spec(spec_path), out_root=tmp_path, reporter=PlainReporter(
-        lines.append), on_step=poison)
+    trainer = Trainer(make_request(load_spec(spec_path), out=tmp_path),
+                      reporter=PlainReporter(lines.append), callbacks=[StepCallback(poison)])
     trainer_flow.append(trainer.flow)
     with pytest.raises(FlowspecError) as info:
         trainer.run()
@@ -118,11 +120,13 @@ def test_healthy_training_never_runs_the_watchdog(tiny_spec_path, tmp_path, monk
     def boom(*a, **k):
         raise AssertionError("the watchdog ran on a healthy step")
 
-    monkeypatch.setattr("flowspec.train.loop.find_nonfinite", boom)
-    train(load_spec(tiny_spec_path), out_root=tmp_path, reporter=SilentReporter())
+    monkeypatch.setattr("flowspec.train.callbacks.find_nonfinite", boom)
+    train(load_spec(tiny_spec_path), out=tmp_path, reporter=SilentReporter())
 
 
 def test_non_finite_weights_are_never_checkpointed(spec_path, tmp_path):
+    from flowspec.train import make_request
+    from flowspec.train.callbacks import StepCallback
     from flowspec.train.loop import Trainer
 
     def poison(step):
@@ -130,8 +134,8 @@ def test_non_finite_weights_are_never_checkpointed(spec_path, tmp_path):
             with torch.no_grad():
                 _actnorm(trainer.flow).bias.fill_(float("nan"))
 
-    trainer = Trainer(load_spec(spec_path), out_root=tmp_path, reporter=SilentReporter(),
-                      on_step=poison)
+    trainer = Trainer(make_request(load_spec(spec_path), out=tmp_path),
+                      reporter=SilentReporter(), callbacks=[StepCallback(poison)])
     with pytest.raises(FlowspecError, match="previous checkpoint is kept"):
         trainer.run()
     assert flowspec.load(trainer.run_dir).checkpoint_info["step"] == 2

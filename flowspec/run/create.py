@@ -19,6 +19,7 @@ from typing import Any
 
 from flowspec.errors import FlowspecError
 from flowspec.oserrors import write_error
+from flowspec.run.layout import OVERRIDES, RUN_JSON, SPEC
 
 
 def spec_hash(spec_yaml: str) -> str:
@@ -64,10 +65,12 @@ def make_run_dir(root: str | Path, name: str, spec_yaml: str) -> Path:
 
 
 def write_run_files(run_dir: Path, spec_yaml: str, overrides: Any, info: dict[str, Any]) -> None:
+    """The run's spec, the overrides it was made with and ``run.json`` (``info`` plus
+    library versions and the command line)."""
     files = {
-        "spec.yaml": spec_yaml,
-        "overrides.json": json.dumps(overrides or [], indent=2),
-        "run.json": json.dumps({**info, "versions": library_versions(), "argv": sys.argv},
+        SPEC: spec_yaml,
+        OVERRIDES: json.dumps(overrides or [], indent=2),
+        RUN_JSON: json.dumps({**info, "versions": library_versions(), "argv": sys.argv},
                                indent=2),
     }
     for name, text in files.items():

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from flowspec.errors import FlowspecError
+from flowspec.run.layout import METRICS, METRICS_CSV_DIR, TENSORBOARD_DIR
 
 SINKS = ("jsonl", "csv", "tensorboard")
 
@@ -25,7 +26,7 @@ class JsonlSink:
     """``RUN/metrics.jsonl``: one JSON object per row, ``{"split": ..., **row}``."""
 
     def __init__(self, run_dir: Path):
-        self._fh = (Path(run_dir) / "metrics.jsonl").open("a")
+        self._fh = (Path(run_dir) / METRICS).open("a")
 
     def write(self, split: str, row: dict[str, Any]) -> None:
         self._fh.write(json.dumps({"split": split, **row}) + "\n")
@@ -44,7 +45,7 @@ class CsvSink:
     """
 
     def __init__(self, run_dir: Path):
-        self.folder = Path(run_dir) / "metrics"
+        self.folder = Path(run_dir) / METRICS_CSV_DIR
         self.folder.mkdir(parents=True, exist_ok=True)
         self._columns: dict[str, list[str]] = {}
 
@@ -86,7 +87,8 @@ class TensorBoardSink:
 
     def __init__(self, run_dir: Path):
         SummaryWriter = _summary_writer()
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), flush_secs=10)
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / TENSORBOARD_DIR),
+                                    flush_secs=10)
 
     def write(self, split: str, row: dict[str, Any]) -> None:
         step = int(row.get("step", 0))

@@ -1,12 +1,13 @@
 """Overrides accepted when a run is resumed, and the record of them in the run directory.
 
-(:mod:`flowspec.train.resume` reads the run's consistent snapshot; this module decides
+(:mod:`flowspec.run.state` reads the run's consistent snapshot; this module decides
 which ``--set`` a resume may apply to the spec it holds.)
 
 A resumed run must stay the run it was: its architecture, data, batch size, seed and
 schedule shape are fixed by the checkpoint. What may change is how long it runs, the
-learning rate (the usual fix after a divergence), gradient clipping, and how often it
-logs, evaluates, samples and checkpoints. Each ``--set`` is checked on its own
+learning rate (the usual fix after a divergence), gradient clipping, whether the step
+is torch.compiled (``--compile``: the same math), and how often it logs, evaluates,
+samples and checkpoints. Each ``--set`` is checked on its own
 against the resolved spec, so a refusal names the override that caused it (even
 ``vars.K=4``, which reaches the model through a variable).
 """
@@ -26,7 +27,8 @@ RESUMABLE = (
     "train.steps", "train.epochs", "train.optimizer.*.lr", "train.grad_clip",
     "train.log_every", "train.eval_every", "train.eval_batches", "train.sample_every",
     "train.checkpoint_every", "train.max_bad_steps", "train.early_stopping",
-    "train.early_stopping.*", "train.log", "sample.n", "sample.temperature", "sample.seed",
+    "train.early_stopping.*", "train.log", "train.compile", "sample.n", "sample.temperature",
+    "sample.seed",
 )
 
 
@@ -118,6 +120,7 @@ def record_resume(run_dir: Path, step: int, overrides: list[str],
     ``RUN/spec.initial.yaml``."""
     from flowspec.checkpoint import atomic_write_bytes
     from flowspec.oserrors import write_error
+    from flowspec.run.layout import RESUMES, SPEC, SPEC_INITIAL
 
     run_dir = Path(run_dir)
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "step": step,
@@ -126,11 +129,11 @@ def record_resume(run_dir: Path, step: int, overrides: list[str],
              "argv": sys.argv}
     try:
         if changes:
-            first = run_dir / "spec.initial.yaml"
-            if not first.exists() and (run_dir / "spec.yaml").is_file():
-                atomic_write_bytes(first, (run_dir / "spec.yaml").read_bytes())
-            atomic_write_bytes(run_dir / "spec.yaml", spec_yaml.encode())
-        with open(run_dir / "resumes.jsonl", "a") as fh:
+            first = run_dir / SPEC_INITIAL
+            if not first.exists() and (run_dir / SPEC).is_file():
+                atomic_write_bytes(first, (run_dir / SPEC).read_bytes())
+            atomic_write_bytes(run_dir / SPEC, spec_yaml.encode())
+        with open(run_dir / RESUMES, "a") as fh:
             fh.write(json.dumps(entry) + "\n")
     except OSError as err:
-        raise write_error(run_dir / "resumes.jsonl", err) from None
+        raise write_error(run_dir / RESUMES, err) from None

@@ -20,80 +20,28 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import struct
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flowspec.errors import CheckpointError
-
-STATUS_FILE = "status.json"
-#: statuses the trainer writes
-RUNNING, FINISHED, INTERRUPTED, DIVERGED, FAILED = (
-    "running", "finished", "interrupted", "diverged", "failed")
-#: a "running" status whose process is gone (killed, power loss) reads as this
-STOPPED = "stopped"
-#: a run directory written before status files existed
-UNKNOWN = "unknown"
-WHICH = ("best", "last")
-
-
-# -- status file -----------------------------------------------------------------------
-def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_status(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The run's ``status.json`` as written ({} when absent or unreadable)."""
-    try:
-        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def write_status(run_dir: str | os.PathLike, **fields: Any) -> dict[str, Any]:
-    """Merge ``fields`` into ``status.json`` (atomically); stamps ``updated``, ``pid`` and
-    ``host``. Returns the new content."""
-    run_dir = Path(run_dir)
-    data = read_status(run_dir)
-    data.update(fields)
-    data.update(updated=time.time(), pid=os.getpid(), host=socket.gethostname())
-    _atomic_write_json(run_dir / STATUS_FILE, data)
-    return data
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    except OSError:
-        return False
-    return True
-
-
-def effective_status(status: dict[str, Any]) -> str:
-    """The recorded status, except that ``running`` on this host with a dead process is
-    ``stopped`` (killed without a chance to record it)."""
-    state = status.get("status", UNKNOWN)
-    if state == RUNNING and status.get("host") == socket.gethostname():
-        pid = status.get("pid")
-        if isinstance(pid, int) and not _pid_alive(pid):
-            return STOPPED
-    return state
+from flowspec.run.layout import (
+    BEST,
+    LAST,
+    WHICH,
+    checkpoint_kind,
+    checkpoint_path,
+    is_run_dir,
+)
+from flowspec.run.status import (
+    FINISHED,
+    RUNNING,
+    STOPPED,
+    UNKNOWN,
+    effective_status,
+    read_status,
+)
 
 
 # -- checkpoint headers (no torch) ---------------------------------------------------------
@@ -160,12 +108,6 @@ class RunInfo:
                 "message": self.message, "has_best": self.has_best, "has_last": self.has_last}
 
 
-def is_run_dir(path: str | os.PathLike) -> bool:
-    p = Path(path)
-    return p.is_dir() and any((p / f).exists() for f in
-                              (STATUS_FILE, "last.safetensors", "spec.yaml"))
-
-
 def run_info(run_dir: str | os.PathLike) -> RunInfo:
     """Status, progress and best metric of one run directory."""
     run_dir = Path(run_dir)
@@ -174,15 +116,15 @@ def run_info(run_dir: str | os.PathLike) -> RunInfo:
                    step=status.get("step"), total=status.get("total"), best=status.get("best"),
                    started=status.get("started"), updated=status.get("updated"),
                    elapsed_s=status.get("elapsed_s"), message=status.get("message"),
-                   has_best=(run_dir / "best.safetensors").is_file(),
-                   has_last=(run_dir / "last.safetensors").is_file(), raw=status)
+                   has_best=(run_dir / BEST).is_file(),
+                   has_last=(run_dir / LAST).is_file(), raw=status)
     if not status and info.has_last:  # an older run: read what its checkpoint says
         try:
-            ck = checkpoint_info(run_dir / "last.safetensors")
+            ck = checkpoint_info(run_dir / LAST)
         except CheckpointError:
             ck = {}
         info.step = ck.get("step")
-        info.updated = (run_dir / "last.safetensors").stat().st_mtime
+        info.updated = (run_dir / LAST).stat().st_mtime
     return info
 
 
@@ -245,13 +187,13 @@ def _pick_in_run(run: RunInfo, which: str | None) -> Resolved:
         raise CheckpointError(f"--which must be best or last, got '{which}'")
     if which is None:
         if run.has_best:
-            return Resolved(run.path / "best.safetensors", "best", run)
+            return Resolved(run.path / BEST, "best", run)
         if run.has_last:
-            return Resolved(run.path / "last.safetensors", "last", run,
+            return Resolved(run.path / LAST, "last", run,
                             ["no best.safetensors in this run (no validation split chose one): "
                              "using last"])
-    elif (run.path / f"{which}.safetensors").is_file():
-        return Resolved(run.path / f"{which}.safetensors", which, run)
+    elif checkpoint_path(run.path, which).is_file():
+        return Resolved(checkpoint_path(run.path, which), which, run)
     elif which == "best" and run.has_last:
         raise CheckpointError(
             f"{run.path}: no best.safetensors (best is chosen on the validation split; this "
@@ -264,11 +206,11 @@ def resolve_run(path: str | os.PathLike, which: str | None = None) -> Resolved:
     """The checkpoint ``path`` means (see the module doc); raise :class:`CheckpointError`."""
     p = Path(path)
     if p.is_file():
-        stem = p.name.removesuffix(".safetensors")
-        if which is not None and stem in WHICH and stem != which:
-            raise CheckpointError(f"{p} is the {stem} checkpoint, but --which {which} was given",
+        kind = checkpoint_kind(p)
+        if which is not None and kind in WHICH and kind != which:
+            raise CheckpointError(f"{p} is the {kind} checkpoint, but --which {which} was given",
                                   hint="pass the run directory, or drop --which")
-        return Resolved(p, stem if stem in WHICH else "file", _run_of_file(p))
+        return Resolved(p, kind, _run_of_file(p))
     if not p.exists():
         raise CheckpointError(f"{p}: no such file or directory",
                               hint="pass a checkpoint (.safetensors), a run directory or "
@@ -281,7 +223,7 @@ def resolve_run(path: str | os.PathLike, which: str | None = None) -> Resolved:
                               hint="train first: flowspec train SPEC")
     usable = [r for r in runs if r.status in (FINISHED, UNKNOWN) and
               (r.has_best or r.has_last) and (which is None or
-                                             (r.path / f"{which}.safetensors").is_file())]
+                                             checkpoint_path(r.path, which).is_file())]
     if not usable:
         listing = "; ".join(f"{r.path.name} {r.describe()}" for r in runs[-3:])
         raise CheckpointError(f"{p}: no finished run ({listing})",

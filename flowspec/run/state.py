@@ -1,4 +1,5 @@
-"""Resuming a run directory: read one consistent snapshot, refuse what does not belong.
+"""A run's checkpoints and resume state: write one consistent snapshot, read it back,
+refuse what does not belong.
 
 The trainer's state file (``last.state.safetensors``) is the unit of resumption:
 it holds the weights, the EMA weights, the optimizer and scheduler state, the
@@ -13,20 +14,26 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from flowspec.checkpoint import (
-    atomic_write_bytes,
     check_finite,
+    clean_stale_temps,
     parse_info,
     read_checkpoint,
     read_metadata,
     read_state,
+    save_checkpoint,
+    save_state,
 )
 from flowspec.errors import CheckpointError
+from flowspec.run.layout import BEST, LAST, RUN_JSON, SPEC, STATE
 
-STATE_FILE = "last.state.safetensors"
+STATE_FILE = STATE
 MODEL_PREFIX, EMA_PREFIX = "model/", "ema/"
 
 
@@ -65,7 +72,7 @@ def _foreign(run_dir: Path, what: str) -> CheckpointError:
 def _check_identity(run_dir: Path, info: dict) -> None:
     """The state file must belong to this run directory (run id, spec)."""
     run_id = info.get("run_id")
-    run_json = run_dir / "run.json"
+    run_json = run_dir / RUN_JSON
     if run_id and run_json.is_file():
         try:
             recorded = json.loads(run_json.read_text()).get("run_id")
@@ -74,7 +81,7 @@ def _check_identity(run_dir: Path, info: dict) -> None:
         if recorded and recorded != run_id:
             raise _foreign(run_dir, f"run id {run_id[:8]}, but run.json says {recorded[:8]}")
     digest = info.get("spec_sha256")
-    spec_file = run_dir / "spec.yaml"
+    spec_file = run_dir / SPEC
     if digest and spec_file.is_file():
         try:
             on_disk = spec_digest(spec_file.read_text())
@@ -82,7 +89,7 @@ def _check_identity(run_dir: Path, info: dict) -> None:
             on_disk = digest
         if on_disk != digest:
             raise _foreign(run_dir, "its spec differs from this run's spec.yaml")
-    last = run_dir / "last.safetensors"
+    last = run_dir / LAST
     if run_id and last.is_file():
         try:
             other = parse_info(last, read_metadata(last)).get("run_id")
@@ -103,8 +110,7 @@ def read_resume(run_dir: Path) -> dict[str, Any]:
                               hint="pass the run directory printed by `flowspec train`")
     path = run_dir / STATE_FILE
     if not path.is_file():
-        what = "no last.safetensors" if not (run_dir / "last.safetensors").is_file() else \
-            f"no {STATE_FILE}"
+        what = f"no {LAST}" if not (run_dir / LAST).is_file() else f"no {STATE_FILE}"
         raise CheckpointError(f"{run_dir}: nothing to resume ({what})",
                               hint="pass the run directory printed by `flowspec train`")
     tensors, info = read_state(path)
@@ -116,7 +122,7 @@ def read_resume(run_dir: Path) -> dict[str, Any]:
     if "spec" in info and model:
         spec_yaml = info["spec"]
     else:  # older state files hold only the optimizer state: the weights come from last
-        ckpt = read_checkpoint(run_dir / "last.safetensors")
+        ckpt = read_checkpoint(run_dir / LAST)
         if ckpt["info"].get("step") != info["step"]:
             raise CheckpointError(
                 f"{run_dir}: last.safetensors is at step {ckpt['info'].get('step')} but "
@@ -134,7 +140,7 @@ def read_resume(run_dir: Path) -> dict[str, Any]:
 def best_so_far(run_dir: Path, best: float, step: int, key: str) -> float:
     """``best``, or the metric of a ``best.safetensors`` written after the state file by an
     interrupted save (so a resumed run only replaces it with a better one)."""
-    path = run_dir / "best.safetensors"
+    path = run_dir / BEST
     if not path.is_file():
         return best
     try:
@@ -147,23 +153,83 @@ def best_so_far(run_dir: Path, best: float, step: int, key: str) -> float:
     return best
 
 
-def truncate_metrics(path: Path, step: int) -> int:
-    """Drop metric rows past ``step`` (they are replayed) and any torn last line, atomically;
-    -> rows dropped."""
-    if not path.is_file():
-        return 0
-    kept, dropped = [], 0
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            dropped += 1
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)) \
-                and row["step"] > step:
-            dropped += 1
-            continue
-        kept.append(line)
-    if dropped:
-        atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
-    return dropped
+@dataclass
+class Resumed:
+    """What a resume continues: the run's snapshot with the resume's overrides applied."""
+
+    run_dir: Path
+    #: the spec to train on (the stored one, with the overrides)
+    spec: Any
+    #: that spec as YAML (the stored text itself when nothing changed)
+    spec_yaml: str
+    #: the state file's info: step, best, seed, run id, optimizer and scheduler state
+    info: dict[str, Any]
+    #: weights, EMA weights (or None) and optimizer tensors
+    weights: dict[str, Any]
+    ema: dict[str, Any] | None
+    optimizer: dict[str, Any]
+    #: the resume's ``--set`` strings, and ``{dotted path: (old, new)}`` they changed
+    overrides: list[str]
+    changes: dict[str, tuple[Any, Any]]
+
+
+def open_resume(run_dir: str | Path, overrides: list[str] | None = None) -> Resumed:
+    """One consistent snapshot from the run's state file (:func:`read_resume`), with the
+    resume ``overrides`` applied to its spec (only the keys :mod:`flowspec.run.overrides`
+    allows). The trainer and ``--print-spec`` both read a resume through this."""
+    from flowspec.run.overrides import apply_resume_overrides
+
+    run_dir = Path(run_dir)
+    resumed = read_resume(run_dir)
+    stored = resumed["ckpt"]["spec"]
+    spec, changes = apply_resume_overrides(stored, overrides, run_dir,
+                                           step=resumed["info"].get("step"))
+    return Resumed(run_dir=run_dir, spec=spec if changes else resumed["spec"],
+                   spec_yaml=spec.to_yaml() if changes else stored, info=resumed["info"],
+                   weights=resumed["ckpt"]["state"], ema=resumed["ckpt"]["ema"],
+                   optimizer=resumed["state"], overrides=list(overrides or []),
+                   changes=changes)
+
+
+# -- writing -----------------------------------------------------------------------------
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer's state as flat tensors and a JSON-able rest (param groups, scalars)."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim/{idx}/{k}"] = v
+            else:
+                scalars[f"{idx}/{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict, info: dict) -> None:
+    """The inverse of :func:`optimizer_tensors`."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith("optim/"):
+            _, idx, k = key.split("/", 2)
+            state.setdefault(int(idx), {})[k] = v
+    for key, v in info["scalars"].items():
+        idx, k = key.split("/", 1)
+        state.setdefault(int(idx), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+
+
+def save_snapshot(run_dir: Path, *, weights: dict, ema: dict | None, spec_yaml: str,
+                  info: dict[str, Any], is_best: bool, state: dict[str, Any],
+                  optimizer: torch.optim.Optimizer) -> None:
+    """``best`` (when ``is_best``), ``last``, then the resume state -- last, as the commit
+    point: it alone holds everything a resume needs (weights, EMA, optimizer, counters,
+    spec, and ``state``: scheduler, best, grad scaler), so a kill at any moment leaves a
+    consistent snapshot. ``info`` (step, epoch, metrics, seed, run id) goes in all three."""
+    info = {**info, "spec_sha256": spec_digest(spec_yaml)}
+    clean_stale_temps(run_dir)
+    if is_best:
+        save_checkpoint(run_dir / BEST, weights, spec_yaml, ema_state=ema, info=info)
+    save_checkpoint(run_dir / LAST, weights, spec_yaml, ema_state=ema, info=info)
+    opt_tensors, opt_info = optimizer_tensors(optimizer)
+    save_state(run_dir / STATE_FILE, state_tensors(weights, ema, opt_tensors),
+               {**info, **state, "optimizer": opt_info, "spec": spec_yaml})
