@@ -201,7 +201,9 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         name = ("sample" + ("-untrained" if resolved is None else "")
                 + f"-T{'-'.join(_tag(t) for t in temps_used)}"
                 + (f"-class{label}" if label is not None else "") + f"-seed{seed}" + allowed[0])
-        path, replaced = output_for(output, resolved, "samples", name, allowed)
+        from flowspec.run.layout import SAMPLES_DIR
+
+        path, replaced = output_for(output, resolved, SAMPLES_DIR, name, allowed)
         import torch
 
         from flowspec.sampling import sample_figure

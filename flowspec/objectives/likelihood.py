@@ -112,7 +112,7 @@ class MaximumLikelihood(Objective):
 
     def train_batches(self, flow: Flow):
         """The whole training split as model-input batches of about 64 MiB (dequantization
-        seeded), for fitting data-dependent statistics (:mod:`flowspec.datafit`)."""
+        seeded), for fitting data-dependent statistics (:mod:`flowspec.data_statistics`)."""
         split = self.train_split
         per_example = max(1, split.x[0].numel())
         size = max(self.batch_size, (1 << 24) // per_example)
@@ -133,7 +133,7 @@ class MaximumLikelihood(Objective):
         training split, pin the data files in the spec that the run stores, and describe
         the data for ``run.json``. Returns ``(spec to store, data record)``."""
         from flowspec.data.files import pin_spec
-        from flowspec.datafit import fit_statistics
+        from flowspec.data_statistics import fit_statistics
 
         fitted = fit_statistics(flow, self.train_batches(flow))
         if fitted:

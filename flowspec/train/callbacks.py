@@ -165,7 +165,7 @@ class Evaluation(Callback):
     def start(self, t: Trainer) -> None:
         if t.objective.selection_split is None and t.cfg["eval_every"]:
             t.reporter.message("no validation split (data.val_fraction is 0): test is "
-                               "evaluated for monitoring only and no best.safetensors is "
+                               f"evaluated for monitoring only and no {layout.BEST} is "
                                "written")
 
     def best_record(self, t: Trainer) -> dict | None:

@@ -30,6 +30,7 @@ from flowspec.checkpoint import check_weights, clean_stale_temps, load_weights
 from flowspec.errors import CheckpointError
 from flowspec.objectives import build_objective
 from flowspec.run.create import make_run_dir, new_run_id, write_run_files
+from flowspec.run.layout import METRICS
 from flowspec.run.metrics import metrics_path, truncate_metrics
 from flowspec.run.overrides import record_resume
 from flowspec.run.state import STATE_FILE, Resumed, best_so_far, load_optimizer, open_resume
@@ -200,7 +201,7 @@ class Trainer:
         clean_stale_temps(resumed.run_dir)
         dropped = truncate_metrics(metrics_path(resumed.run_dir), self.start_step)
         if dropped:
-            self.reporter.message(f"metrics.jsonl: {dropped} row(s) past step "
+            self.reporter.message(f"{METRICS}: {dropped} row(s) past step "
                                   f"{self.start_step} dropped (they are replayed)")
         if resumed.changes:  # a consistent snapshot of the new spec before spec.yaml
             self.checkpoints.save(self, self.start_step,
