@@ -32,20 +32,14 @@ def _fmt(v: Any) -> str:
 
 def status_line(metrics: dict[str, Any], loss_unit: str) -> str:
     """``loss 1.234 nats/dim · 2.07 bits/dim · lr 0.001 · 4305 ex/s`` (units spelled out)."""
+    from flowspec.objectives.base import progress_metrics
+
     parts = []
     if "loss" in metrics:
         parts.append(f"loss {_fmt(metrics['loss'])} {loss_unit}".rstrip())
-    if "bits_per_dim" in metrics:
-        parts.append(f"{_fmt(metrics['bits_per_dim'])} bits/dim")
-    if "kl_nats" in metrics:
-        parts.append(f"KL {_fmt(metrics['kl_nats'])} nats")
-    if "beta" in metrics:
-        beta = metrics["beta"]
-        parts.append(f"β {_fmt(beta)}" + (" (annealing)" if beta < 1.0 else ""))
-    if "ess" in metrics:
-        parts.append(f"ESS {_fmt(metrics['ess'])}")
-    if "nll_nats" in metrics:
-        parts.append(f"nll {_fmt(metrics['nll_nats'])} nats")
+    for m in progress_metrics():  # each objective's metrics, as it names them, with units
+        if m.name in metrics:
+            parts.append(" ".join(p for p in (m.short, _fmt(metrics[m.name]), m.unit) if p))
     if "examples_per_s" in metrics:
         parts.append(f"{metrics['examples_per_s']:.0f} ex/s")
     if "lr" in metrics:

@@ -68,6 +68,9 @@ class Metric:
     doc: str = ""
     #: shown in the one-line summaries of the progress log
     summary: bool = True
+    #: how the live progress line of a terminal names it ("" : the value and unit alone;
+    #: None: not shown there)
+    short: str | None = None
 
 
 class Objective(abc.ABC):
@@ -203,6 +206,16 @@ def metric_order(summary_only: bool = False) -> list[str]:
             if m.summary or not summary_only:
                 seen.setdefault(m.name, None)
     return list(seen)
+
+
+def progress_metrics() -> list[Metric]:
+    """The metrics the live progress line shows, in declaration order."""
+    seen: dict[str, Metric] = {}
+    for entry in OBJECTIVES:
+        for m in entry.obj.metrics:
+            if m.short is not None:
+                seen.setdefault(m.name, m)
+    return list(seen.values())
 
 
 def reference_device(flow: Any) -> torch.device:

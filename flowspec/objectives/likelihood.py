@@ -25,9 +25,10 @@ class MaximumLikelihood(Objective):
     #: what ``loss`` is measured in: -log p(x) divided by the number of dimensions
     loss_unit = "nats/dim"
     metrics = (
-        Metric("nll_nats", "nats", "-log p(x) per example, on the model's input scale"),
+        Metric("nll_nats", "nats", "-log p(x) per example, on the model's input scale",
+               short="nll"),
         Metric("bits_per_dim", "bits/dim", "discrete data: the discretised NLL in bits per "
-                                           "dimension"),
+                                           "dimension", short=""),
         Metric("nll_minus_entropy", "nats", "nll_nats minus the data's known entropy (0 is "
                                             "perfect)"),
         Metric("nats_per_dim", "nats/dim", "nll_nats divided by the number of dimensions",

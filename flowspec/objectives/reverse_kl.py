@@ -69,10 +69,13 @@ class ReverseKL(Objective):
     loss_unit = "nats"
     uses_data = False
     metrics = (
-        Metric("kl_nats", "nats", "KL(q‖p) = free energy + log Z (when the energy has one)"),
-        Metric("ess", "", "importance-sampling effective sample size fraction, in (0, 1]"),
+        Metric("kl_nats", "nats", "KL(q‖p) = free energy + log Z (when the energy has one)",
+               short="KL"),
+        Metric("ess", "", "importance-sampling effective sample size fraction, in (0, 1]",
+               short="ESS"),
         Metric("free_energy", "nats", "E_q[log q + U] at β = 1"),
-        Metric("beta", "", "inverse temperature of the annealed target"),
+        Metric("beta", "", "inverse temperature of the annealed target (< 1: annealing)",
+               short="β"),
         Metric("log_z", "nats", "log of the energy's normaliser (quadrature)", summary=False),
     )
 
