@@ -108,6 +108,8 @@ class Trainer:
             if self.resumed is not None else None
         #: why the run stops before ``total`` (early stopping), else None
         self.stop_reason: str | None = None
+        #: what ``run.json`` records of a fresh run (seed, device, source, data)
+        self.run_info: dict[str, Any] = {}
 
         torch.manual_seed(self.seed)
         layout = torch.channels_last if self.cfg["channels_last"] else torch.preserve_format
@@ -131,8 +133,8 @@ class Trainer:
         else:
             self.evaluation = Evaluation(self)
             self.checkpoints = Checkpoints()
-            self.run_info: dict[str, Any] = {"seed": self.seed, "device": str(self.device),
-                                             "spec_source": spec.source}
+            self.run_info = {"seed": self.seed, "device": str(self.device),
+                             "spec_source": spec.source}
             # e.g. fit data statistics (standardize), pin data files
             spec, data = self.objective.prepare_fresh_run(self.flow, spec,
                                                           self.reporter.message)
