@@ -101,12 +101,13 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
                     hint="change what a resume may change with --set (train.steps, "
                          "train.optimizer.<name>.lr, train.grad_clip, cadences), or start a "
                          "new run from the spec")
-            resume = _resume_dir(resume, out)
         if sweep and print_spec:
             raise FlowspecError("--print-spec prints one spec; drop --sweep")
         request = make_request(spec, overrides=set_ or [], quick=quick, data=data, seed=seed,
                                torch_compile=compile_, resume=resume, out=out,
                                data_dir=data_dir, device=device, nproc=nproc)
+        for line in request.notes:
+            note(line)
         if print_spec:
             print(request.resolved_spec_yaml(), end="")
             return
@@ -362,19 +363,6 @@ def _done(result) -> None:
     if result.metrics:
         console.print(f"{stamp}final: {format_metrics(result.metrics)}", highlight=False,
                       markup=False)
-
-
-def _resume_dir(resume: Path, out: Path) -> Path:
-    """The run directory ``--resume`` means (a bare NAME is looked up under ``--out``),
-    and why that one."""
-    from flowspec.run.listing import resolve_resume
-
-    if not resume.exists() and (out / resume).is_dir():
-        resume = out / resume
-    run_dir, notes = resolve_resume(resume)
-    for line in notes:
-        note(line)
-    return run_dir
 
 
 def _sweep(request, items: list[str]) -> None:

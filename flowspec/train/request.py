@@ -114,6 +114,9 @@ class TrainRequest:
     nproc: int = 1
     #: how ``spec`` was made (for sweeps: the same source with more overrides)
     source: SpecSource | None = None
+    #: why this run directory was chosen for a resume (``runs/<name>``: its newest
+    #: unfinished run), for the caller to show
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.spec is None) == (self.resume is None):
@@ -167,7 +170,9 @@ def make_request(
 ) -> TrainRequest:
     """The one way a training request is built (CLI, resume, sweep, :func:`flowspec.fit`).
 
-    ``spec`` is a spec file, YAML text, a dict or a loaded spec (None with ``resume``);
+    ``spec`` is a spec file, YAML text, a dict or a loaded spec (None with ``resume``: a
+    run directory, or ``runs/<name>`` -- its newest unfinished run -- or a bare name
+    under ``out``);
     ``overrides`` are ``--set`` strings or a dict; ``seed`` and ``torch_compile`` are the
     flags of the same names, turned into overrides; ``data`` trains on a file instead of
     the spec's dataset (``data_params``: its ``file`` dataset parameters). The spec is
@@ -187,7 +192,13 @@ def make_request(
                 hint="change what a resume may change with --set (train.steps, "
                      "train.optimizer.<name>.lr, train.grad_clip, cadences), or start a new "
                      "run from the spec")
-        return TrainRequest(resume=Path(resume), overrides=tuple(sets), **where)
+        from flowspec.run.listing import resolve_resume
+
+        path = Path(resume)
+        if not path.exists() and (Path(out) / path).is_dir():  # a bare NAME under out
+            path = Path(out) / path
+        run_dir, notes = resolve_resume(path)  # refuses a run that is still running
+        return TrainRequest(resume=run_dir, overrides=tuple(sets), notes=tuple(notes), **where)
     if spec is None:
         raise FlowspecError("give a spec to train, or --resume RUN_DIR (resume=)")
     source = SpecSource(spec, quick=quick, data=Path(data) if data is not None else None,
