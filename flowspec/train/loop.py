@@ -47,7 +47,7 @@ from flowspec.train.callbacks import (
     StatusFile,
     TrainingDiverged,
 )
-from flowspec.train.optim import EMA, build_optimizer, build_scheduler
+from flowspec.train.optim import EMA, build_optimizer, build_scheduler, set_base_lr
 from flowspec.train.precision import Precision, resolve_precision
 from flowspec.train.report import PlainReporter, Reporter, SilentReporter
 from flowspec.train.request import TrainRequest
@@ -214,14 +214,8 @@ class Trainer:
 
     def set_lr(self, lr: float) -> None:
         """Make ``lr`` the base learning rate from now on (the schedule's factor still
-        applies): the optimizer's param groups and the scheduler's base rates."""
-        for group in self.opt.param_groups:
-            group["initial_lr"] = lr
-        self.sched.base_lrs = [lr] * len(self.opt.param_groups)
-        factors = [fn(self.sched.last_epoch) for fn in self.sched.lr_lambdas]
-        for group, factor in zip(self.opt.param_groups, factors):
-            group["lr"] = lr * factor
-        self.sched._last_lr = [g["lr"] for g in self.opt.param_groups]
+        applies)."""
+        set_base_lr(self.opt, self.sched, lr)
 
     # -- helpers the callbacks use -------------------------------------------------------
     def step_seed(self, step: int) -> int:

@@ -44,6 +44,20 @@ def build_scheduler(opt: torch.optim.Optimizer, train: dict, total_steps: int):
         opt, lambda step: lr_factor(step, warmup, total_steps, schedule))
 
 
+def set_base_lr(opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
+                lr: float) -> None:
+    """Make ``lr`` the base learning rate of a resumed run from now on (the schedule's
+    factor still applies): the optimizer's param groups and the scheduler's base rates
+    (LambdaLR keeps its last rates privately; they are what ``get_last_lr`` logs)."""
+    for group in opt.param_groups:
+        group["initial_lr"] = lr
+    sched.base_lrs = [lr] * len(opt.param_groups)
+    factors = [fn(sched.last_epoch) for fn in sched.lr_lambdas]
+    for group, factor in zip(opt.param_groups, factors):
+        group["lr"] = lr * factor
+    sched._last_lr = [g["lr"] for g in opt.param_groups]
+
+
 class EMA:
     """Exponential moving average of floating-point weights; other buffers are copied.
 
