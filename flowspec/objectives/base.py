@@ -24,6 +24,15 @@ registry generates the spec schema of ``train.objective``). The trainer, the
 ``eval``/``trace``/``sample`` commands and the run's status know an objective
 only through this interface -- no code compares an objective's name.
 
+An objective on the spec's data that trains differently but evaluates and draws
+like maximum likelihood -- e.g. conditional flow matching for a ``cnf`` node: a
+regression loss on ``(x0, x1, t)`` at training, the exact likelihood through the
+ODE at evaluation, samples by integration -- subclasses
+:class:`~flowspec.objectives.likelihood.MaximumLikelihood`, overrides ``loss``
+(its data: ``self.batch(flow, step, seed)``; a flow method it differentiates
+through: ``flow.call("name", ...)``), declares its ``key_metric``/``metrics``
+(``nll_nats`` stays the evaluation's), and registers.
+
 Optional hooks (defaults do nothing):
 
 * :meth:`Objective.prepare_fresh_run` -- before the first step of a fresh run
