@@ -36,6 +36,7 @@ from flowspec.data.tables import (
     data_error,
     file_digest,
     read_table,
+    select_features,
 )
 from flowspec.errors import DataError
 from flowspec.registry import params_schema
@@ -96,6 +97,14 @@ _FILE_PARAMS = dict(
                    "default": None,
                    "description": f"share of rows held out as test, seeded (default "
                                   f"{DEFAULT_TEST_FRACTION} unless test_path is given)"},
+    features={"anyOf": [{"type": "array", "items": {"type": "integer", "minimum": 0},
+                         "minItems": 1}, {"type": "null"}], "default": None,
+              "description": "npy/npz/safetensors: the feature indices (0-based, last axis of "
+                             "an [N, D] array) to keep, in order (csv: `columns`)"},
+    drop={"anyOf": [{"type": "array", "items": {"type": ["integer", "string"]},
+                     "minItems": 1}, {"type": "null"}], "default": None,
+          "description": "features to leave out: indices of an array's features, or csv "
+                         "column names"},
     seed={"type": "integer", "default": 0,
           "description": "seed of the train/test permutation"},
     sha256={"type": ["string", "null"], "default": None,
@@ -121,6 +130,7 @@ class FileSource(DataSource):
                  columns: str | list[str] | None = None, array: str | None = None,
                  context: str | list[str] | None = None, context_path: str | None = None,
                  test_path: str | None = None, test_fraction: float | None = None,
+                 features: list[int] | None = None, drop: list[int | str] | None = None,
                  seed: int = 0, sha256: str | None = None):
         super().__init__(data_dir)
         if test_path is not None and test_fraction is not None:
@@ -135,7 +145,7 @@ class FileSource(DataSource):
         self.settings = {"path": path, "columns": columns, "array": array,
                          "context": context, "context_path": context_path,
                          "test_path": test_path, "test_fraction": test_fraction,
-                         "seed": seed, "sha256": sha256}
+                         "features": features, "drop": drop, "seed": seed, "sha256": sha256}
         self.test_fraction = (DEFAULT_TEST_FRACTION if test_fraction is None and test_path
                               is None else test_fraction)
         self.seed = int(seed)
@@ -166,8 +176,9 @@ class FileSource(DataSource):
 
     def _read(self, path: Path, context_path: Path | None) -> Table:
         s = self.settings
-        return read_table(path, columns=s["columns"], array=s["array"], context=s["context"],
-                          context_path=context_path)
+        table = read_table(path, columns=s["columns"], array=s["array"], context=s["context"],
+                           context_path=context_path)
+        return select_features(path, table, s["features"], s["drop"])
 
     def _load_all(self) -> dict[str, DataSplit]:
         if self._splits is not None:
@@ -270,6 +281,7 @@ class FileSource(DataSource):
         out["sha256"] = self.digests["path"]
         if t.columns:
             out["columns"] = list(t.columns)
+            out["drop"] = None  # the kept columns say it
         if t.array:
             out["array"] = t.array
         if t.context_columns:

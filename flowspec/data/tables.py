@@ -411,12 +411,52 @@ def read_table(path: Path, *, columns: str | list[str] | None = None,
 
 def check_not_constant(path: Path, table: Table) -> None:
     """A constant feature has no density (the NLL would fall without bound)."""
-    if table.x.dim() != 2 or table.x.shape[0] < 2:
-        return
-    same = (table.x.amax(0) == table.x.amin(0)).nonzero().flatten().tolist()
-    if same:
-        names = [table.columns[i] if table.columns else str(i) for i in same]
-        label = "column" if table.columns else "feature (0-based)"
-        raise data_error(path, f"{label} {', '.join(names)} has the same value in every row: there "
-                         "is no density to fit in that dimension",
-                         hint="leave it out (`columns:`), or use it as context")
+    from flowspec.data.columns import check_train_constant
+
+    check_train_constant(path, table.x, table.columns, split="file")
+
+
+def select_features(path: Path, table: Table, features: list[int] | None,
+                    drop: list[int | str] | None) -> Table:
+    """Keep ``features`` (array indices) and leave out ``drop`` (indices, or csv names)."""
+    if features is None and drop is None:
+        return table
+    x = table.x
+    if x.dim() != 2:
+        raise data_error(path, f"`features`/`drop` pick features of [N, D] data; this file's "
+                         f"examples have shape {list(x.shape[1:])}",
+                         hint="select the part you want when writing the file")
+    d = x.shape[1]
+    names = table.columns
+    if features is not None:
+        if names is not None:
+            raise data_error(path, "`features` picks indices of an array; a csv has named "
+                             "columns", hint="use `columns: [...]`")
+        bad = [i for i in features if i >= d]
+        if bad:
+            raise data_error(path, f"feature index {bad[0]} is out of range: the array has {d} "
+                             "features (0-based)")
+        keep = list(features)
+    else:
+        keep = list(range(d))
+    for item in drop or []:
+        if isinstance(item, str):
+            if names is None or item not in names:
+                raise data_error(path, f"`drop: {item}`: no such column" if names else
+                                 f"`drop: {item}`: an array's features are dropped by index",
+                                 hint=f"columns: {', '.join(names)}" if names else
+                                 f"e.g. drop: [0] (0 .. {d - 1})")
+            j = names.index(item)
+        else:
+            if item >= d:
+                raise data_error(path, f"`drop: {item}` is out of range: the data has {d} "
+                                 "features (0-based)")
+            j = item
+        if j in keep:
+            keep.remove(j)
+    if not keep:
+        raise data_error(path, "no features left after `drop`", hint="keep at least one")
+    table.x = x[:, keep].contiguous()
+    if names is not None:
+        table.columns = [names[j] for j in keep]
+    return table

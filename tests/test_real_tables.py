@@ -1,0 +1,129 @@
+"""Own tables as users have them: discrete columns, train-constant columns, dequantization
+of file data, empty splits, array feature selection, delimiters (issue 15)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from fakedata import write_table
+
+from flowspec.data import open_dataset
+from flowspec.errors import DataError, FlowspecError
+from flowspec.spec import load_spec
+from flowspec.train.loop import train
+from flowspec.train.report import Reporter
+
+
+def _message(err: FlowspecError) -> str:
+    return "\n".join(p.format() for p in err.problems)
+
+
+def _open(path, preprocess=None, **params):
+    return open_dataset({"dataset": {"file": {"path": str(path), **params}},
+                         "preprocess": preprocess or []})
+
+
+def _table(n=200, seed=0):
+    """heights (cm), a sex coded 1/2, and a count: what a medical table looks like."""
+    rng = np.random.default_rng(seed)
+    height = rng.normal(170, 9, n)
+    sex = rng.integers(1, 3, n).astype(float)
+    visits = rng.poisson(30, n).astype(float)
+    return np.stack([height, sex, visits], 1)
+
+
+class Recorder(Reporter):
+    def __init__(self):
+        self.lines = []
+
+    def message(self, text):
+        self.lines.append(text)
+
+
+def _spec(path, preprocess="[]", steps=2, columns=("height", "sex", "visits")):
+    return f"""\
+name: table
+data:
+  dataset: {{file: {{path: {json.dumps(str(path))}, columns: {json.dumps(list(columns))}}}}}
+  preprocess: {preprocess}
+model:
+  input: [{len(columns)}]
+  flow:
+    - standardize
+    - affine_coupling: {{mask: half, parity: 0, net: {{mlp: {{hidden: [8]}}}}}}
+train: {{batch_size: 16, steps: {steps}, log_every: 1, sample_every: 0, eval_every: 0}}
+"""
+
+
+# -- discrete columns -----------------------------------------------------------------------
+def test_discrete_columns_are_said_at_start_of_a_run(tmp_path):
+    path = write_table(tmp_path / "t.csv", _table(), columns=["height", "sex", "visits"])
+    rec = Recorder()
+    train(load_spec(_spec(path)), out_root=tmp_path / "runs", reporter=rec)
+    warned = [line for line in rec.lines if line.startswith("warning:")]
+    assert any("'sex' takes only 2 distinct value(s) (1, 2)" in w and "context" in w
+               for w in warned), rec.lines
+    assert any("'visits' holds only integers" in w and "dequantize" in w for w in warned)
+    assert not any("'height'" in w for w in warned)
+
+
+def test_dequantize_file_columns_unit_bins_bound(tmp_path):
+    path = write_table(tmp_path / "t.csv", _table(), columns=["height", "sex", "visits"])
+    source, prep = _open(path, ["dequantize"])
+    assert prep.widths.tolist() == [0.0, 1.0, 1.0]
+    x = source.load("train").x[:64]
+    y = prep(x, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(y[:, 0], x[:, 0])  # the continuous column is untouched
+    assert ((y[:, 1:] - x[:, 1:]) >= 0).all() and ((y[:, 1:] - x[:, 1:]) < 1).all()
+    assert torch.equal(torch.floor(y[:, 1:]), x[:, 1:])  # each value stays in its bin
+    assert any("upper bound" in n for n in prep.notes)
+    assert not any(n.startswith("column 'sex'") for n in prep.notes)  # no warning: handled
+
+
+def test_dequantize_declared_levels_and_bin_width(tmp_path):
+    t = _table()
+    t[:, 1] = np.where(t[:, 1] == 1, 0.5, 1.0)  # a dose in steps of 0.5
+    path = write_table(tmp_path / "t.csv", t, columns=["height", "sex", "visits"])
+    _, prep = _open(path, [{"dequantize": {"columns": ["sex"], "levels": {"sex": [0.5, 1.0]}}}])
+    assert prep.widths.tolist() == [0.0, 0.5, 0.0]
+    assert any(f"{math.log(2):.4g} nats" in n for n in prep.notes)  # the bound's offset
+    assert any("'visits' holds only integers" in n for n in prep.notes)  # still warned
+    _, prep = _open(path, [{"dequantize": {"columns": [2], "bin_width": {"visits": 2}}}])
+    assert prep.widths.tolist() == [0.0, 0.0, 2.0]
+    with pytest.raises(DataError, match="not one of its declared levels"):
+        _open(path, [{"dequantize": {"columns": ["sex"], "levels": {"sex": [0.5, 2.0]}}}])
+    with pytest.raises(DataError, match="bin width is unknown"):
+        _open(path, [{"dequantize": {"columns": ["height"]}}])
+    with pytest.raises(DataError, match="a table takes only `dequantize`"):
+        _open(path, ["scale"])
+
+
+def test_train_constant_column_is_an_error_with_the_fix(tmp_path):
+    from flowspec.data.splits import carve_indices
+
+    t = _table(40)
+    t[:, 0] = 170.0
+    _, test_idx = carve_indices(40, 0.2, 0)  # the file dataset's seeded test rows
+    t[int(test_idx[0]), 0] = 171.0  # varies in the file, constant in the training split
+    path = write_table(tmp_path / "t.csv", t, columns=["height", "sex", "visits"])
+    with pytest.raises(DataError) as info:
+        _open(path)
+    msg = _message(info.value)
+    assert "column height has the same value (170)" in msg and "training split" in msg
+    assert "columns:" in msg
+
+
+def test_constant_array_feature_advice_is_for_arrays(tmp_path):
+    x = np.random.default_rng(0).normal(size=(30, 3))
+    x[:, 1] = 2.0
+    np.save(tmp_path / "a.npy", x)
+    with pytest.raises(DataError) as info:
+        _open(tmp_path / "a.npy")
+    msg = _message(info.value)
+    assert "feature (0-based index) 1" in msg and "drop: [1]" in msg and "columns:" not in msg
+    _, prep = _open(tmp_path / "a.npy", drop=[1])  # the advice works
+    assert prep.in_shape == (2,)
