@@ -11,6 +11,7 @@ import pytest
 import torch
 from fakedata import write_table
 
+import flowspec
 from flowspec.data import open_dataset
 from flowspec.errors import DataError, FlowspecError
 from flowspec.spec import load_spec
@@ -127,3 +128,23 @@ def test_constant_array_feature_advice_is_for_arrays(tmp_path):
     assert "feature (0-based index) 1" in msg and "drop: [1]" in msg and "columns:" not in msg
     _, prep = _open(tmp_path / "a.npy", drop=[1])  # the advice works
     assert prep.in_shape == (2,)
+
+
+# -- empty splits ------------------------------------------------------------------------------
+def test_empty_validation_split_is_an_error_never_nll_zero(tmp_path):
+    from flowspec.data import DataSplit
+    from flowspec.train.evaluate import evaluate_nll
+
+    x = np.random.default_rng(0).normal(size=(3, 2))
+    path = write_table(tmp_path / "t.csv", x, columns=["a", "b"])
+    ok, prep = open_dataset({"dataset": {"file": {"path": str(path), "test_fraction": 0.4}},
+                             "val_fraction": 0.1})  # 2 train rows -> 1 train + 1 val: fine
+    assert len(ok.load("val")) == 1
+    src, _ = open_dataset({"dataset": {"file": {"path": str(path), "test_fraction": 0.5}},
+                           "val_fraction": 0.1})  # 1 train row: val would be empty
+    with pytest.raises(DataError, match="validation split is empty"):
+        src.load("val")
+    flow = flowspec.load(_spec(path, columns=("a", "b")))
+    empty = DataSplit(x=torch.zeros(0, 2))
+    with pytest.raises(DataError, match="no examples"):
+        evaluate_nll(flow, empty, prep)
