@@ -148,3 +148,51 @@ def test_empty_validation_split_is_an_error_never_nll_zero(tmp_path):
     empty = DataSplit(x=torch.zeros(0, 2))
     with pytest.raises(DataError, match="no examples"):
         evaluate_nll(flow, empty, prep)
+
+
+# -- image files ------------------------------------------------------------------------------
+def _image_spec(path, extra=""):
+    return f"""\
+name: own_images
+data:
+  dataset: {{file: {{path: {json.dumps(str(path))}{extra}}}}}
+  preprocess: [dequantize]
+model:
+  input: [1, 8, 8]
+  flow:
+    - flatten
+    - additive_coupling: {{mask: alternate, parity: 0, net: {{mlp: {{hidden: [16]}}}}}}
+train: {{batch_size: 16, steps: 2, log_every: 1, sample_every: 0}}
+sample: {{n: 8}}
+"""
+
+
+def test_uint8_image_file_is_image_data(tmp_path):
+    from flowspec.sampling import interpolate_figure, sample_figure
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "digits.npy", rng.integers(0, 256, (60, 1, 8, 8), dtype=np.uint8))
+    src, prep = _open(tmp_path / "digits.npy")
+    assert src.discrete and src.shape == (1, 8, 8) and src.load("train").x.dtype == torch.uint8
+    assert prep.n_bits == 8 and prep.dequantize == "uniform"
+    result = train(load_spec(_image_spec(tmp_path / "digits.npy")), out_root=tmp_path / "runs",
+                   reporter=Recorder())
+    assert "bits_per_dim" in result.metrics
+    flow = flowspec.load(result.run_dir)
+    assert sample_figure(flow, tmp_path / "s.png").exists()
+    assert interpolate_figure(flow, tmp_path / "i.png", pairs=2, steps=3).exists()
+
+
+def test_declared_images_float_and_opt_out(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "f.npy", x)
+    src, _ = _open(tmp_path / "f.npy", images=True)  # [N, H, W] floats in [0, 1]
+    assert src.discrete and src.shape == (1, 8, 8)
+    assert torch.equal(src.source.table.x[0, 0], torch.from_numpy(np.round(x[0] * 255)).byte())
+    np.save(tmp_path / "bad.npy", x * 3)
+    with pytest.raises(DataError, match=r"must lie in \[0, 1\]"):
+        _open(tmp_path / "bad.npy", images=True)
+    np.save(tmp_path / "u.npy", rng.integers(0, 256, (20, 1, 2, 2), dtype=np.uint8))
+    src, _ = _open(tmp_path / "u.npy", images=False)
+    assert not src.discrete and src.load("train").x.dtype == torch.float32

@@ -105,6 +105,10 @@ _FILE_PARAMS = dict(
                      "minItems": 1}, {"type": "null"}], "default": None,
           "description": "features to leave out: indices of an array's features, or csv "
                          "column names"},
+    images={"type": ["boolean", "null"], "default": None,
+            "description": "the array holds images [N, C, H, W]: dequantized, bits/dim, drawn "
+                           "as image grids (default: yes for uint8 arrays of rank 4; true also "
+                           "takes integers 0..255 or floats in [0, 1]; false: a table)"},
     seed={"type": "integer", "default": 0,
           "description": "seed of the train/test permutation"},
     sha256={"type": ["string", "null"], "default": None,
@@ -124,14 +128,12 @@ class FileSource(DataSource):
     """Your own continuous data from a file (csv, npy, npz, safetensors), with an optional
     context for conditional flows; train/test split seeded or from a second file."""
 
-    discrete = False
-
     def __init__(self, data_dir: Path | None = None, *, path: str,
                  columns: str | list[str] | None = None, array: str | None = None,
                  context: str | list[str] | None = None, context_path: str | None = None,
                  test_path: str | None = None, test_fraction: float | None = None,
                  features: list[int] | None = None, drop: list[int | str] | None = None,
-                 seed: int = 0, sha256: str | None = None):
+                 images: bool | None = None, seed: int = 0, sha256: str | None = None):
         super().__init__(data_dir)
         if test_path is not None and test_fraction is not None:
             raise DataError("data.dataset.file: give test_fraction or test_path, not both",
@@ -145,7 +147,8 @@ class FileSource(DataSource):
         self.settings = {"path": path, "columns": columns, "array": array,
                          "context": context, "context_path": context_path,
                          "test_path": test_path, "test_fraction": test_fraction,
-                         "features": features, "drop": drop, "seed": seed, "sha256": sha256}
+                         "features": features, "drop": drop, "images": images, "seed": seed,
+                         "sha256": sha256}
         self.test_fraction = (DEFAULT_TEST_FRACTION if test_fraction is None and test_path
                               is None else test_fraction)
         self.seed = int(seed)
@@ -159,6 +162,12 @@ class FileSource(DataSource):
     @property
     def shape(self) -> tuple[int, ...]:  # type: ignore[override]
         return tuple(self._load_all()["train"].x.shape[1:])
+
+    @property
+    def discrete(self) -> bool:  # type: ignore[override]
+        """8-bit images (uint8 [N, C, H, W], or declared `images: true`): the image pipeline."""
+        self._load_all()
+        return bool(self.table is not None and self.table.images)
 
     @property
     def context_shape(self) -> tuple[int, ...] | None:
@@ -177,7 +186,7 @@ class FileSource(DataSource):
     def _read(self, path: Path, context_path: Path | None) -> Table:
         s = self.settings
         table = read_table(path, columns=s["columns"], array=s["array"], context=s["context"],
-                           context_path=context_path)
+                           context_path=context_path, images=s["images"])
         return select_features(path, table, s["features"], s["drop"])
 
     def _load_all(self) -> dict[str, DataSplit]:
@@ -224,6 +233,11 @@ class FileSource(DataSource):
             raise data_error(test_path, f"test examples have shape {list(b.x.shape[1:])}, the "
                              f"training file's {list(a.x.shape[1:])} ({path})",
                              hint="both files need the same columns/arrays")
+        if a.images != b.images:
+            raise data_error(test_path, "the test file's data are "
+                             f"{'images' if b.images else 'not images'}, the training file's "
+                             f"{'are' if a.images else 'are not'} ({path})",
+                             hint="save both as uint8 [N, C, H, W] (or declare `images:`)")
         if (a.context is None) != (b.context is None) or (
                 a.context is not None and a.context.shape[1:] != b.context.shape[1:]):
             raise data_error(test_path, "the test file's context does not match the training "

@@ -315,6 +315,53 @@ class Table:
     #: array names in npz/safetensors files
     array: str | None = None
     context_array: str | None = None
+    #: x is uint8 images [N, C, H, W] (see :func:`as_images`)
+    images: bool = False
+
+
+def _raw_dtype(a: Any) -> str:
+    return str(a.dtype).replace("torch.", "")
+
+
+def as_images(a: Any, declared: bool | None, what: str, path: Path | str
+              ) -> torch.Tensor | None:
+    """Image data as uint8 ``[N, C, H, W]``, or None for a table.
+
+    A uint8 array of rank 4 is images unless ``declared`` is False; other arrays are
+    images only when ``declared`` is True: integers in 0..255, or floats in [0, 1]
+    (rounded to 256 levels); a rank-3 array ``[N, H, W]`` gets one channel."""
+    if declared is False or a is None:
+        return None
+    t = a.detach().cpu() if torch.is_tensor(a) else torch.from_numpy(np.ascontiguousarray(a))
+    rank = t.dim()
+    if declared is None:
+        if not (t.dtype == torch.uint8 and rank == 4):
+            return None
+        return t.contiguous()
+    if rank == 3:
+        t = t[:, None]
+    elif rank != 4:
+        raise data_error(path, f"{what} has shape {list(t.shape)}; images are [N, C, H, W] "
+                         "(or [N, H, W] for one channel)", hint="remove `images: true`")
+    if t.dtype == torch.uint8:
+        return t.contiguous()
+    if t.dtype == torch.bool or t.is_complex():
+        raise data_error(path, f"{what} has dtype {_raw_dtype(a)}; images are numbers")
+    if not t.is_floating_point():
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi > 255:
+            raise data_error(path, f"{what}: integer images must hold 0..255, found {lo}..{hi}",
+                             hint="rescale to 8 bits, or remove `images: true` to fit them as "
+                                  "a continuous table")
+        return t.to(torch.uint8).contiguous()
+    t = t.double()
+    if not torch.isfinite(t).all():
+        raise data_error(path, f"{what} holds NaN/inf values")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < 0 or hi > 1:
+        raise data_error(path, f"{what}: float images must lie in [0, 1], found "
+                         f"[{lo:g}, {hi:g}]", hint="divide by the maximum (255 for 8-bit)")
+    return torch.round(t * 255).to(torch.uint8).contiguous()
 
 
 def _context_from_file(path: Path, which: str | list[str] | None
@@ -342,7 +389,7 @@ def _context_from_file(path: Path, which: str | list[str] | None
 
 def read_table(path: Path, *, columns: str | list[str] | None = None,
                array: str | None = None, context: str | list[str] | None = None,
-               context_path: Path | None = None) -> Table:
+               context_path: Path | None = None, images: bool | None = None) -> Table:
     """Read and check one data file (plus its context file); see the module doc."""
     kind = file_kind(path)
     cols, ctx_cols, x_array, ctx_array = None, None, None, None
@@ -384,7 +431,11 @@ def read_table(path: Path, *, columns: str | list[str] | None = None,
     if context_path is not None:
         ctx_raw, ctx_cols, ctx_array = _context_from_file(context_path, context)
     x_what = f"array '{x_array}'" if x_array else "the data"
-    x = to_float32(x_raw, x_what, path)
+    if images and kind == "csv":
+        raise data_error(path, "`images: true` needs an array file (.npy/.npz/.safetensors) of "
+                         "shape [N, C, H, W]", hint="save the images with numpy.save")
+    pictures = as_images(x_raw, images, x_what, path) if kind != "csv" else None
+    x = pictures if pictures is not None else to_float32(x_raw, x_what, path)
     if x.dim() < 2:
         shape = list(x.shape)
         raise data_error(path, f"{x_what} has shape {shape}: expected one row per example, "
@@ -406,7 +457,7 @@ def read_table(path: Path, *, columns: str | list[str] | None = None,
             raise data_error(where, f"{ctx_what} has {ctx.shape[0]} rows but the data has "
                              f"{x.shape[0]}", hint="one context row per data row, in the same "
                                                    "order")
-    return Table(x, ctx, cols, ctx_cols, x_array, ctx_array)
+    return Table(x, ctx, cols, ctx_cols, x_array, ctx_array, images=pictures is not None)
 
 
 def check_not_constant(path: Path, table: Table) -> None:
