@@ -53,6 +53,13 @@ class Flow(nn.Module):
         self.context_shape = ctx_ir.tensor_shape if ctx_ir else None
         self.node_context_shape = ctx_ir.node_shape if ctx_ir else None
         self.num_classes = ctx_ir.num_classes if ctx_ir else None
+        #: a vector context is standardized with training statistics (model.context.standardize)
+        self.context_standardizer: nn.Module | None = None
+        if ctx_ir is not None and ctx_ir.num_classes is None and getattr(ctx_ir, "standardize",
+                                                                         True):
+            from flowspec.bijectors.standardize import ContextStandardizer
+
+            self.context_standardizer = ContextStandardizer(self.context_shape)
         #: model.context_net: embeds the context once, before any node or prior reads it
         self.context_net: nn.Module | None = None
         if ctx_ir is not None and ctx_ir.net is not None:
@@ -113,6 +120,8 @@ class Flow(nn.Module):
         """Class labels -> one-hot floats; a single label or vector is broadcast to the batch;
         then the context net, if any, embeds it (once per call, for all nodes and priors)."""
         ctx = self._context_tensor(context, batch)
+        if ctx is not None and self.context_standardizer is not None:
+            ctx = self.context_standardizer(ctx)
         if ctx is not None and self.context_net is not None:
             return self.context_net(ctx)
         return ctx
@@ -316,6 +325,14 @@ class Flow(nn.Module):
             parts.append(flat[:, start:start + size].reshape(flat.shape[0], *shape))
             start += size
         return parts[0] if len(parts) == 1 else tuple(parts)
+
+    def data_fit_items(self) -> Sequence[tuple[str, nn.Module]]:
+        """Modules fitted to training statistics before the first step, in the order data
+        reaches them: the context standardization, then the nodes
+        (:mod:`flowspec.train.datafit`)."""
+        head = ([("context standardization", self.context_standardizer)]
+                if self.context_standardizer is not None else [])
+        return [*head, *self.node_items()]
 
     def node_items(self) -> Sequence[tuple[str, nn.Module]]:
         """(id, module) in forward order."""

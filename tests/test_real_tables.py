@@ -196,3 +196,52 @@ def test_declared_images_float_and_opt_out(tmp_path):
     np.save(tmp_path / "u.npy", rng.integers(0, 256, (20, 1, 2, 2), dtype=np.uint8))
     src, _ = _open(tmp_path / "u.npy", images=False)
     assert not src.discrete and src.load("train").x.dtype == torch.float32
+
+
+# -- context in natural units -------------------------------------------------------------------
+def _conditional_spec(path, standardize=None):
+    std = "" if standardize is None else f", standardize: {str(standardize).lower()}"
+    return f"""\
+name: cond
+data:
+  dataset: {{file: {{path: {json.dumps(str(path))}, columns: [a, b], context: [target]}}}}
+model:
+  input: [2]
+  context: {{shape: [1]{std}}}
+  flow:
+    - affine_coupling: {{mask: half, parity: 0, net: {{mlp: {{hidden: [8]}}}}}}
+train: {{batch_size: 16, steps: 2, log_every: 1, sample_every: 0}}
+"""
+
+
+def test_context_is_standardized_inside_the_flow(tmp_path):
+    rng = np.random.default_rng(0)
+    target = rng.normal(150.0, 30.0, 200)
+    table = np.stack([rng.normal(size=200), rng.normal(size=200), target], 1)
+    path = write_table(tmp_path / "c.csv", table, columns=["a", "b", "target"])
+    rec = Recorder()
+    result = train(load_spec(_conditional_spec(path)), out_root=tmp_path / "runs", reporter=rec)
+    assert any("context standardization" in line for line in rec.lines), rec.lines
+    flow = flowspec.load(result.run_dir)  # statistics come back from the checkpoint
+    cs = flow.context_standardizer
+    assert bool(cs.fitted) and 130 < float(cs.mean) < 170 and 20 < float(cs.std) < 40
+    x = torch.randn(5, 2)
+    natural = flow.log_prob(x, context=torch.full((5, 1), 150.0))
+    flow.context_standardizer = None  # what the nets see: the standardized context
+    scaled = flow.log_prob(x, context=torch.full((5, 1), (150.0 - float(cs.mean)) / float(cs.std)))
+    assert torch.allclose(natural, scaled)
+
+    off = train(load_spec(_conditional_spec(path, standardize=False)),
+                out_root=tmp_path / "runs", reporter=Recorder())
+    assert flowspec.load(off.run_dir).context_standardizer is None
+
+
+def test_runs_saved_before_context_standardization_still_load(tmp_path):
+    from flowspec.checkpoint import load_weights
+
+    flow = flowspec.load(_conditional_spec(tmp_path / "c.csv"))
+    old = {k: v for k, v in flow.state_dict().items() if not k.startswith("context_standardizer")}
+    fresh = flowspec.load(_conditional_spec(tmp_path / "c.csv")).eval()
+    load_weights(fresh, old, "old.safetensors")
+    c = torch.full((3, 1), 150.0)
+    assert torch.equal(fresh.context_standardizer(c), c)  # raw, as the old run saw it

@@ -332,11 +332,14 @@ def as_images(a: Any, declared: bool | None, what: str, path: Path | str
     (rounded to 256 levels); a rank-3 array ``[N, H, W]`` gets one channel."""
     if declared is False or a is None:
         return None
+    is_uint8 = a.dtype == (torch.uint8 if torch.is_tensor(a) else np.uint8)
+    if declared is None and not (is_uint8 and a.ndim == 4):
+        return None
+    if not torch.is_tensor(a) and np.asarray(a).dtype.kind not in "fiub":
+        raise data_error(path, f"{what} has dtype {a.dtype}; images are numbers")
     t = a.detach().cpu() if torch.is_tensor(a) else torch.from_numpy(np.ascontiguousarray(a))
     rank = t.dim()
     if declared is None:
-        if not (t.dtype == torch.uint8 and rank == 4):
-            return None
         return t.contiguous()
     if rank == 3:
         t = t[:, None]
