@@ -245,3 +245,41 @@ def test_runs_saved_before_context_standardization_still_load(tmp_path):
     load_weights(fresh, old, "old.safetensors")
     c = torch.full((3, 1), 150.0)
     assert torch.equal(fresh.context_standardizer(c), c)  # raw, as the old run saw it
+
+
+# -- declared supports ---------------------------------------------------------------------------
+def _support_table(tmp_path, n=200):
+    rng = np.random.default_rng(0)
+    weight = rng.lognormal(4.2, 0.2, n)  # kg, positive
+    score = rng.uniform(1, 99, n)  # a percentage, in (0, 100)
+    height = rng.normal(170, 9, n)
+    return write_table(tmp_path / "s.csv", np.stack([height, weight, score], 1),
+                       columns=["height", "weight", "score"])
+
+
+def test_declared_support_inserts_a_node_and_samples_stay_inside(tmp_path):
+    path = _support_table(tmp_path)
+    spec = _spec(path, columns=("height", "weight", "score")).replace(
+        'columns: ["height", "weight", "score"]}',
+        'columns: ["height", "weight", "score"], support: {weight: positive, score: [0, 100]}}')
+    result = train(load_spec(spec), out_root=tmp_path / "runs", reporter=Recorder())
+    flow = flowspec.load(result.run_dir)
+    first_id, first = flow.node_items()[0]
+    assert first_id == "data.support" and type(first).__name__ == "Support"
+    with torch.no_grad():
+        x = flow.sample(4000, temperature=3.0)  # a hot temperature pushes toward the edges
+    assert torch.isfinite(x).all()
+    assert (x[:, 1] > 0).all() and (x[:, 2] >= 0).all() and (x[:, 2] <= 100).all()
+    # the stored spec keeps the declaration, so eval/sample build the same flow
+    stored = load_spec((result.run_dir / "spec.yaml").read_text())
+    assert stored.data["dataset"]["file"]["support"] == {"weight": "positive", "score": [0, 100]}
+
+
+def test_data_outside_the_declared_support_is_refused(tmp_path):
+    path = _support_table(tmp_path)
+    with pytest.raises(DataError) as info:
+        _open(path, support={"height": [0, 100]}).__getitem__(0).load("train")
+    assert "height: row" in _message(info.value) and "outside its declared support (0, 100)" \
+        in _message(info.value)
+    with pytest.raises(FlowspecError, match="no data column 'wieght'"):
+        load_spec(_spec(path).replace('"visits"]}', '"visits"], support: {wieght: positive}}'))

@@ -101,3 +101,73 @@ def discrete_warnings(profiles: list[ColumnProfile], dequantized: set[str]) -> l
                    "the NLL bounds -log P of the integers in nats")
         lines.append(f"{what}; {fix}")
     return lines
+
+
+# -- declared supports ---------------------------------------------------------------------------
+#: ``data.dataset.file.support``: ``{column: positive | negative | [low, high]}``
+SUPPORT_SCHEMA = {
+    "anyOf": [{"type": "object", "additionalProperties": {"anyOf": [
+        {"enum": ["positive", "negative"]},
+        {"type": "array", "items": {"type": ["number", "null"]}, "minItems": 2,
+         "maxItems": 2}]}}, {"type": "null"}],
+    "default": None,
+    "description": "per column (name, or feature index of an array): positive, negative or "
+                   "[low, high] (null: open); a `support` node maps it onto the real line "
+                   "first in the flow, so samples never leave it"}
+
+
+def support_bounds(support: dict, names: list[str] | None, width: int
+                   ) -> tuple[list[float | None], list[float | None]]:
+    """``{column: declaration}`` -> per-feature ``(low, high)`` lists (None: open).
+
+    ``names``: the data columns in order (csv), or None for an array's features, which
+    are keyed by index. Raises ValueError with the fix."""
+    low: list[float | None] = [None] * width
+    high: list[float | None] = [None] * width
+    for key, value in support.items():
+        if names is not None and str(key) in names:
+            j = names.index(str(key))
+        elif str(key).isdigit() and int(key) < width and names is None:
+            j = int(key)
+        elif names is None:
+            raise ValueError(f"support names '{key}', but the data columns are not known "
+                             "here: list them (`columns: [...]`), or key arrays' features by "
+                             f"index (0 .. {width - 1})")
+        else:
+            raise ValueError(f"support names no data column '{key}' (columns: "
+                             f"{', '.join(names)})")
+        if value == "positive":
+            low[j] = 0.0
+        elif value == "negative":
+            high[j] = 0.0
+        else:
+            lo, hi = value
+            if lo is not None and hi is not None and not float(hi) > float(lo):
+                raise ValueError(f"support of '{key}': high {hi} is not above low {lo}")
+            low[j] = None if lo is None else float(lo)
+            high[j] = None if hi is None else float(hi)
+    return low, high
+
+
+def check_in_support(path: Path | str, x: torch.Tensor, names: list[str] | None,
+                     support: dict, split: str) -> None:
+    """Every value strictly inside its declared support (on the boundary the log-density
+    of the mapped feature is infinite): the first one outside, named."""
+    low, high = support_bounds(support, names, x.shape[1])
+    labels = column_names(x, names)
+    for j, (lo, hi) in enumerate(zip(low, high)):
+        col = x[:, j].double()
+        bad = torch.zeros_like(col, dtype=torch.bool)
+        if lo is not None:
+            bad |= col <= lo
+        if hi is not None:
+            bad |= col >= hi
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            side = f"({'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'})"
+            raise DataError(Problem(
+                f"{labels[j]}: row {i} of the {split} split holds {float(col[i]):g}, outside "
+                f"its declared support {side} ({int(bad.sum())} value(s) in all)",
+                loc=Location(str(path)),
+                hint="fix or drop those rows, or widen the support (the bounds are open: a value "
+                     "on a bound has infinite density after the map)"))

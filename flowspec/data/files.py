@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from flowspec.data.base import DATASETS, DataSource, DataSplit
+from flowspec.data.columns import SUPPORT_SCHEMA, check_in_support
 from flowspec.data.splits import carve_indices, take
 from flowspec.data.tables import (
     SUFFIXES,
@@ -109,6 +110,7 @@ _FILE_PARAMS = dict(
             "description": "the array holds images [N, C, H, W]: dequantized, bits/dim, drawn "
                            "as image grids (default: yes for uint8 arrays of rank 4; true also "
                            "takes integers 0..255 or floats in [0, 1]; false: a table)"},
+    support=SUPPORT_SCHEMA,
     seed={"type": "integer", "default": 0,
           "description": "seed of the train/test permutation"},
     sha256={"type": ["string", "null"], "default": None,
@@ -133,7 +135,8 @@ class FileSource(DataSource):
                  context: str | list[str] | None = None, context_path: str | None = None,
                  test_path: str | None = None, test_fraction: float | None = None,
                  features: list[int] | None = None, drop: list[int | str] | None = None,
-                 images: bool | None = None, seed: int = 0, sha256: str | None = None):
+                 images: bool | None = None, support: dict | None = None, seed: int = 0,
+                 sha256: str | None = None):
         super().__init__(data_dir)
         if test_path is not None and test_fraction is not None:
             raise DataError("data.dataset.file: give test_fraction or test_path, not both",
@@ -147,8 +150,8 @@ class FileSource(DataSource):
         self.settings = {"path": path, "columns": columns, "array": array,
                          "context": context, "context_path": context_path,
                          "test_path": test_path, "test_fraction": test_fraction,
-                         "features": features, "drop": drop, "images": images, "seed": seed,
-                         "sha256": sha256}
+                         "features": features, "drop": drop, "images": images,
+                         "support": support, "seed": seed, "sha256": sha256}
         self.test_fraction = (DEFAULT_TEST_FRACTION if test_fraction is None and test_path
                               is None else test_fraction)
         self.seed = int(seed)
@@ -224,6 +227,12 @@ class FileSource(DataSource):
                                  hint="add rows, or give a separate test_path")
             full = DataSplit(x=table.x, context=table.context)
             train, test_split = take(full, train_idx), take(full, test_idx)
+        if self.settings["support"]:
+            for split, part in (("train", train), ("test", test_split)):
+                try:
+                    check_in_support(main, part.x, table.columns, self.settings["support"], split)
+                except ValueError as err:
+                    raise data_error(main, f"data.dataset.file.support: {err}") from None
         self._splits = {"train": train, "test": test_split}
         return self._splits
 
