@@ -283,3 +283,34 @@ def test_data_outside_the_declared_support_is_refused(tmp_path):
         in _message(info.value)
     with pytest.raises(FlowspecError, match="no data column 'wieght'"):
         load_spec(_spec(path).replace('"visits"]}', '"visits"], support: {wieght: positive}}'))
+
+
+# -- the Python API, as zuko/nflows users call it -------------------------------------------------
+def test_log_prob_and_sample_take_numpy_lists_float64_and_natural_context(tmp_path):
+    flow = flowspec.load(_conditional_spec(tmp_path / "c.csv"))
+    x32 = torch.randn(4, 2)
+    ref = flow.log_prob(x32, context=torch.full((4, 1), 150.0))
+    for x in (x32.numpy(), x32.tolist(), x32.double()):
+        assert torch.allclose(flow.log_prob(x, context=150.0), ref)
+    assert torch.allclose(flow.log_prob(x32, context=[[150.0]]), ref)
+    assert torch.allclose(flow.log_prob(x32, context=np.full((4, 1), 150.0)), ref)
+    s = flow.sample(1000, context=150.0)
+    assert s.shape == (1000, 2) and not s.requires_grad
+    assert flow.sample(3, context=[[150.0]]).numpy().shape == (3, 2)  # no grad: .numpy() works
+    assert flow.sample(3, context=[150.0], grad=True).requires_grad
+
+
+def test_bad_shapes_name_the_expected_shape(tmp_path):
+    flow = flowspec.load(_conditional_spec(tmp_path / "c.csv"))
+    with pytest.raises(FlowspecError, match=r"x has shape \[4, 3\]; this flow takes \[N, 2\]"):
+        flow.log_prob(np.zeros((4, 3)), context=1.0)
+    with pytest.raises(FlowspecError, match=r"x\[None\]"):
+        flow.log_prob([0.0, 1.0], context=1.0)
+    with pytest.raises(FlowspecError, match=r"context has 3 rows for 4 examples"):
+        flow.log_prob(np.zeros((4, 2)), context=np.zeros((3, 1)))
+    with pytest.raises(FlowspecError, match=r"context has shape \[4, 2\]; this flow takes \[4, 1\]"):
+        flow.log_prob(np.zeros((4, 2)), context=np.zeros((4, 2)))
+    with pytest.raises(FlowspecError, match="positive integer"):
+        flow.sample(0, context=1.0)
+    with pytest.raises(FlowspecError, match="not numeric"):
+        flow.log_prob([["a", "b"]], context=1.0)
