@@ -308,9 +308,80 @@ def test_bad_shapes_name_the_expected_shape(tmp_path):
         flow.log_prob([0.0, 1.0], context=1.0)
     with pytest.raises(FlowspecError, match=r"context has 3 rows for 4 examples"):
         flow.log_prob(np.zeros((4, 2)), context=np.zeros((3, 1)))
-    with pytest.raises(FlowspecError, match=r"context has shape \[4, 2\]; this flow takes \[4, 1\]"):
+    with pytest.raises(FlowspecError, match=r"shape \[4, 2\]; this flow takes \[4, 1\]"):
         flow.log_prob(np.zeros((4, 2)), context=np.zeros((4, 2)))
     with pytest.raises(FlowspecError, match="positive integer"):
         flow.sample(0, context=1.0)
     with pytest.raises(FlowspecError, match="not numeric"):
         flow.log_prob([["a", "b"]], context=1.0)
+
+
+# -- pictures of real data ------------------------------------------------------------------------
+def _people(tmp_path, n=300):
+    rng = np.random.default_rng(0)
+    height = rng.normal(170, 9, n)
+    weight = 22.5 * (height / 100) ** 2 * np.exp(rng.normal(0, 0.12, n))
+    age = rng.uniform(18, 80, n)
+    bp = 95 + 0.45 * age + rng.normal(0, 9, n)
+    return write_table(tmp_path / "people.csv", np.stack([height, weight, age, bp], 1),
+                       columns=["height_cm", "weight_kg", "age_years", "systolic_mmHg"])
+
+
+def _fitted(tmp_path, columns):
+    from flowspec.data import open_spec_dataset
+    from flowspec.train.datafit import fit_statistics, tensor_batches
+
+    path = _people(tmp_path)
+    flow = flowspec.load(_spec(path, columns=columns))
+    source, prep = open_spec_dataset(flow.spec)
+    fit_statistics(flow, tensor_batches(source.load("train").x))
+    return flow, source, prep
+
+
+def test_2d_picture_uses_the_data_range_and_column_names(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from flowspec.viz.points import samples_2d_figure
+
+    flow, source, _ = _fitted(tmp_path, ("height_cm", "weight_kg"))
+    test = source.load("test").x
+    fig = samples_2d_figure(flow, {1.0: flow.sample(500)}, data=test,
+                            names=["height_cm", "weight_kg"])
+    data_ax, _, dens_ax = fig.axes[:3]
+    x0, x1 = data_ax.get_xlim()
+    y0, y1 = data_ax.get_ylim()
+    assert 120 < x0 < float(test[:, 0].min()) + 5 and float(test[:, 0].max()) - 5 < x1 < 220
+    assert 20 < y0 and y1 < 140  # not ±210 around the origin
+    assert data_ax.get_xlabel() == "height_cm" and data_ax.get_ylabel() == "weight_kg"
+    mesh = np.asarray(dens_ax.collections[0].get_array())
+    assert (mesh > 0.01 * mesh.max()).mean() > 0.2  # the density fills the panel, not a dot
+    plt.close(fig)
+
+
+def test_tables_of_more_columns_draw_a_corner_plot(tmp_path):
+    from flowspec.sampling import draw_samples
+
+    cols = ("height_cm", "weight_kg", "age_years", "systolic_mmHg")
+    flow, source, prep = _fitted(tmp_path, cols)
+    path = draw_samples(flow, source, prep, tmp_path / "pairs.png", 300, 1.0,
+                        data=source.load("test"))
+    assert path.exists()
+    from flowspec.viz.pairs import pair_figure
+
+    fig = pair_figure(flow.sample(300), source.load("test").x, names=list(cols))
+    visible = [ax for ax in fig.axes if ax.axison]
+    assert len(visible) == 10  # 4 histograms + 6 pairs
+    assert [ax.get_xlabel() for ax in fig.axes[-4:]] == list(cols)
+    assert "vs" in fig._suptitle.get_text() and "test rows" in fig._suptitle.get_text()
+
+
+def test_trace_after_standardize_gives_each_panel_its_axes(tmp_path):
+    from flowspec.viz.trace import trace_figure
+
+    flow, source, _ = _fitted(tmp_path, ("height_cm", "weight_kg"))
+    fig = trace_figure(flow, source.load("test").x, n_samples=300, names=["height_cm", "w"])
+    data_ax = next(ax for ax in fig.axes if ax.get_title() == "data")
+    std_ax = next(ax for ax in fig.axes if ax.get_title() == "flow.0.standardize")
+    assert data_ax.get_xlim()[0] > 100 and std_ax.get_xlim()[1] < 10  # each its own scale
+    assert "axes per panel" in fig._suptitle.get_text()
+    assert data_ax.get_xlabel() == "height_cm"
