@@ -385,3 +385,21 @@ def test_trace_after_standardize_gives_each_panel_its_axes(tmp_path):
     assert data_ax.get_xlim()[0] > 100 and std_ax.get_xlim()[1] < 10  # each its own scale
     assert "axes per panel" in fig._suptitle.get_text()
     assert data_ax.get_xlabel() == "height_cm"
+
+
+# -- file formats: delimiters ----------------------------------------------------------------------
+def test_semicolon_and_pipe_separated_files_are_read(tmp_path):
+    for sep in (";", "|", "\t"):
+        path = tmp_path / "s.csv"
+        path.write_text(f"a{sep}b\n" + "".join(f"{i}.5{sep}{-i}\n" for i in range(20)))
+        src, _ = _open(path)
+        assert src.shape == (2,) and float(src.source.table.x[:, 1].sum()) == -190.0
+
+
+def test_decimal_commas_are_named_in_the_error(tmp_path):
+    path = tmp_path / "eu.csv"
+    path.write_text("a;b\n" + "".join(f"{i},5;{i}\n" for i in range(10)))
+    with pytest.raises(DataError) as info:
+        _open(path).__getitem__(0).load("train")
+    msg = _message(info.value)
+    assert "'0,5' is not a number (fields separated by semicolon)" in msg and "1.5" in msg

@@ -114,9 +114,45 @@ def _is_number(text: str) -> bool:
     return True
 
 
+#: delimiters recognised in csv files, by name (for messages)
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def detect_delimiter(path: Path, probe_lines: int = 50) -> str:
+    """The field separator: the suffix's (``,`` for .csv, tab for .tsv) unless it splits
+    the first lines into one field each while another (``;``, tab, ``|``, ``,``) splits
+    every one of them into the same number (> 1) of fields, as European exports do."""
+    default = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        with _open_text(path) as fh:
+            lines = []
+            for line in fh:
+                if line.strip():
+                    lines.append(line)
+                if len(lines) >= probe_lines:
+                    break
+    except UnicodeDecodeError:
+        return default
+    if not lines:
+        return default
+
+    def widths(sep: str) -> set[int]:
+        return {len(row) for row in csv.reader(lines, delimiter=sep)}
+
+    w = widths(default)
+    if len(w) == 1 and min(w) > 1:
+        return default
+    for sep in DELIMITERS:
+        if sep != default:
+            w = widths(sep)
+            if len(w) == 1 and min(w) > 1:
+                return sep
+    return default
+
+
 def csv_header(path: Path) -> tuple[list[str], int]:
     """The column names and the (1-based) line of the header row."""
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = detect_delimiter(path)
     try:
         with _open_text(path) as fh:
             reader = csv.reader(fh, delimiter=delimiter)
@@ -152,16 +188,20 @@ def _column_indices(path: Path, header: list[str], wanted: list[str], line: int)
     for name in wanted:
         if name not in header:
             sug = did_you_mean(name, header)
+            seps = sorted({DELIMITERS[c] for h in header for c in h if c in DELIMITERS})
             raise data_error(path, f"no column '{name}' in the header", line=line,
                              hint=f"did you mean '{sug[0]}'?" if sug else
-                             f"columns: {', '.join(header)}")
+                             f"columns: {', '.join(header)}" + (
+                                 f" (the names hold a {' and '.join(seps)}: separate every "
+                                 "row's fields the same way, with commas in a .csv, tabs in a "
+                                 ".tsv)" if seps else ""))
         out.append(header.index(name))
     return out
 
 
 def _scan_csv(path: Path, header_line: int, idx: list[int], names: list[str]) -> np.ndarray:
     """The slow, exact reader: the first problem as ``file:line: column 'name': ...``."""
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = detect_delimiter(path)
     rows: list[list[float]] = []
     need = max(idx) + 1
     with _open_text(path) as fh:
@@ -184,9 +224,13 @@ def _scan_csv(path: Path, header_line: int, idx: list[int], names: list[str]) ->
                 try:
                     v = float(cell)
                 except ValueError:
-                    raise data_error(path, f"column '{name}': '{cell}' is not a number", line=line,
-                                     hint="choose numeric columns with `columns:`; other columns "
-                                          "are ignored") from None
+                    sep = DELIMITERS.get(delimiter, repr(delimiter))
+                    decimal = "," in cell and _is_number(cell.replace(",", "."))
+                    raise data_error(path, f"column '{name}': '{cell}' is not a number "
+                                     f"(fields separated by {sep})", line=line,
+                                     hint="decimal commas are not read: write 1.5, not 1,5"
+                                     if decimal else "choose numeric columns with `columns:`; "
+                                     "other columns are ignored") from None
                 if not math.isfinite(v):
                     raise data_error(path, f"column '{name}': {cell} is not finite", line=line,
                                      hint="drop or fix rows with NaN/inf; a density cannot be "
@@ -214,7 +258,7 @@ def read_csv(path: Path, columns: list[str], context: list[str]
                          hint="choose the data columns with `columns:`")
     names = x_names + ctx_names
     idx = _column_indices(path, header, names, line)
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = detect_delimiter(path)
     table = None
     try:
         with warnings.catch_warnings():
