@@ -403,3 +403,21 @@ def test_decimal_commas_are_named_in_the_error(tmp_path):
         _open(path).__getitem__(0).load("train")
     msg = _message(info.value)
     assert "'0,5' is not a number (fields separated by semicolon)" in msg and "1.5" in msg
+
+
+# -- messages -------------------------------------------------------------------------------------
+def test_repeat_counter_without_as_suggests_as(tmp_path):
+    spec = """\
+name: r
+model:
+  input: [2]
+  flow:
+    - repeat: 2
+      body:
+        - affine_coupling: {mask: half, parity: "${i}", net: {mlp: {hidden: [8]}}}
+"""
+    with pytest.raises(FlowspecError) as info:
+        load_spec(spec)
+    msg = _message(info.value)
+    assert "unknown variable 'i'" in msg and "add `as: i` next to `repeat:`" in msg
+    assert "declare it under vars" not in msg
