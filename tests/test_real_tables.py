@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -421,3 +422,38 @@ model:
     msg = _message(info.value)
     assert "unknown variable 'i'" in msg and "add `as: i` next to `repeat:`" in msg
     assert "declare it under vars" not in msg
+
+
+# -- check on conditional specs -------------------------------------------------------------------
+SPECS = sorted((Path(__file__).parent.parent / "specs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_check_passes_on_every_shipped_spec(path):
+    from flowspec.api import build_flow
+    from flowspec.check import check_flow
+
+    flow = build_flow(load_spec(path, quick=True))
+    notes = []
+    reports = check_flow(flow, max_dims=64, jitter=0.1, notes=notes)
+    assert all(r.ok for r in reports), [r for r in reports if not r.ok]
+    assert bool(notes) == (flow.context_shape is not None)  # the contexts used are said
+
+
+def test_check_draws_contexts_from_the_data_and_the_cli_passes(tmp_path):
+    from typer.testing import CliRunner
+
+    from flowspec.check import check_flow
+    from flowspec_cli.main import app
+
+    rng = np.random.default_rng(0)
+    table = np.stack([rng.normal(size=50), rng.normal(size=50), rng.normal(150, 30, 50)], 1)
+    path = write_table(tmp_path / "c.csv", table, columns=["a", "b", "target"])
+    (tmp_path / "c.yaml").write_text(_conditional_spec(path))
+    notes = []
+    check_flow(flowspec.load(tmp_path / "c.yaml"), jitter=0.1, notes=notes)
+    assert notes == ["checked at the first 8 contexts of the training data"]
+    spec = str(SPECS[0].parent / "conditional_simulator.yaml")
+    result = CliRunner().invoke(app, ["check", spec, "--quick"])
+    assert result.exit_code == 0, result.output
+    assert "nodes pass" in result.output
