@@ -457,3 +457,25 @@ def test_check_draws_contexts_from_the_data_and_the_cli_passes(tmp_path):
     result = CliRunner().invoke(app, ["check", spec, "--quick"])
     assert result.exit_code == 0, result.output
     assert "nodes pass" in result.output
+
+
+# -- scoring new rows -----------------------------------------------------------------------------
+def test_score_new_rows_with_the_runs_columns(tmp_path):
+    from flowspec.data.score import score_rows
+
+    path = _people(tmp_path)
+    result = train(load_spec(_spec(path, columns=("height_cm", "weight_kg"))),
+                   out_root=tmp_path / "runs", reporter=Recorder())
+    flow = flowspec.load(result.run_dir)
+    new = tmp_path / "new.csv"  # other column order, an extra text column, one odd row
+    new.write_text("note,weight_kg,height_cm\nok,70,175\nodd,300,120\nok,60,165\n")
+    logp, rows = score_rows(flow, new)
+    assert logp.shape == (3,) and logp.dtype == torch.float64
+    assert torch.equal(rows.x[0], torch.tensor([175.0, 70.0]))  # the run's column order
+    expected = flow.log_prob(rows.x).double()
+    assert torch.allclose(logp, expected)
+    assert logp[1] < logp[0] - 10 and logp[1] < logp[2] - 10  # the anomaly scores lowest
+    bad = tmp_path / "bad.csv"
+    bad.write_text("height_cm,mass\n170,60\n")
+    with pytest.raises(DataError, match="no column 'weight_kg'"):
+        score_rows(flow, bad)

@@ -203,8 +203,10 @@ class FileSource(DataSource):
         if expected and digest != expected.lower():
             raise data_error(main, f"the file changed since it was recorded (sha256 {digest[:12]}… "
                              f"!= {expected[:12]}…)",
-                             hint="restore the file this run was trained on; to use the new "
-                                  "contents on purpose, set data.dataset.file.sha256: null")
+                             hint="restore the file this run was trained on (its run.json "
+                                  "names it), or train again on the new contents; a spec "
+                                  "of your own accepts any contents with "
+                                  "data.dataset.file.sha256: null")
         ctx_path = self._resolve("context_path")
         if ctx_path is not None:
             self.digests["context_path"] = file_digest(ctx_path)
