@@ -479,3 +479,14 @@ def test_score_new_rows_with_the_runs_columns(tmp_path):
     bad.write_text("height_cm,mass\n170,60\n")
     with pytest.raises(DataError, match="no column 'weight_kg'"):
         score_rows(flow, bad)
+
+
+def test_a_table_of_other_width_suggests_the_specs_own_variable(tmp_path):
+    from flowspec.data.files import load_spec_on_file
+
+    path = _people(tmp_path)  # 4 columns; spline_tabular's input is [${D}] with D: 2
+    spec = load_spec_on_file(SPECS[0].parent / "spline_tabular.yaml", path,
+                             ["train.steps=1", "train.batch_size=16"])
+    with pytest.raises(DataError) as info:
+        train(spec, out_root=tmp_path / "runs", reporter=Recorder())
+    assert "--set vars.D=4" in _message(info.value)

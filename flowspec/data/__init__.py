@@ -102,7 +102,32 @@ def open_spec_dataset(spec: Any, data_dir: str | os.PathLike | None = None
     """:func:`open_dataset` for a loaded spec: relative data files are also looked for
     next to the spec file it came from."""
     source = getattr(spec, "source", None)
-    return open_dataset(spec.data, data_dir, spec_dir=Path(source).parent if source else None)
+    opened = open_dataset(spec.data, data_dir, spec_dir=Path(source).parent if source else None)
+    opened[0].source.input_vars = _input_vars(source)
+    return opened
+
+
+def _input_vars(path: str | None) -> list[str | None] | None:
+    """The variable behind each entry of ``model.input`` in the spec file (``["${D}"]`` ->
+    ``["D"]``), so a shape mismatch can say ``--set vars.D=...``; None if unknown."""
+    import re
+
+    import yaml
+
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+        shape = raw["model"]["input"]
+    except Exception:  # the spec loaded already; this is only for a hint
+        return None
+    if not isinstance(shape, list):
+        return None
+    out = []
+    for item in shape:
+        m = re.fullmatch(r"\$\{\s*([A-Za-z_]\w*)\s*\}", item) if isinstance(item, str) else None
+        out.append(m.group(1) if m else None)
+    return out
 
 
 def dataset_info(source: DataSource, prep: Preprocessing | None = None,

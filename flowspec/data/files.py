@@ -262,10 +262,16 @@ class FileSource(DataSource):
     @property
     def shape_hint(self) -> str:
         t = self.table
+        names = getattr(self, "input_vars", None) or []
         if t is not None and t.columns:
-            return (f"the file gives {len(t.columns)} data column(s) ({', '.join(t.columns)}): "
-                    f"set model.input: [{len(t.columns)}], or choose columns with "
-                    "data.dataset.file.columns")
+            d = len(t.columns)
+            fix = (f"--set vars.{names[0]}={d} (this spec's model.input is [${{{names[0]}}}])"
+                   if len(names) == 1 and names[0] else f"set model.input: [{d}]")
+            return (f"the file gives {d} data column(s) ({', '.join(t.columns)}): {fix}, or "
+                    "choose columns with data.dataset.file.columns")
+        if t is not None and len(names) == t.x.dim() - 1 and all(names):
+            sets = " ".join(f"--set vars.{n}={v}" for n, v in zip(names, t.x.shape[1:]))
+            return f"the file's examples have shape {list(t.x.shape[1:])}: {sets}"
         return "set model.input to the per-example shape of the file's array"
 
     def feature_names(self) -> tuple[list[str] | None, list[str] | None]:
