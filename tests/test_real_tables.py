@@ -490,3 +490,20 @@ def test_a_table_of_other_width_suggests_the_specs_own_variable(tmp_path):
     with pytest.raises(DataError) as info:
         train(spec, out_root=tmp_path / "runs", reporter=Recorder())
     assert "--set vars.D=4" in _message(info.value)
+
+
+def test_a_spec_pointed_at_another_file_says_every_problem_at_once(tmp_path):
+    from flowspec.data.files import load_spec_on_file
+
+    x = np.random.default_rng(0).normal(size=(40, 4))
+    path = write_table(tmp_path / "sim.csv", x, columns=["x1", "x2", "t1", "t2"])
+    spec = load_spec_on_file(SPECS[0].parent / "conditional_simulator.yaml", path,
+                             ["train.steps=1"])  # keeps array: x, context: theta
+    with pytest.raises(DataError) as info:
+        train(spec, out_root=tmp_path / "runs", reporter=Recorder())
+    msg = _message(info.value)
+    assert len(info.value.problems) == 3, msg
+    assert "`array` names an array" in msg and "array=null" in msg
+    assert "no column 'theta' in the header" in msg
+    assert "the model takes examples of shape [2] and a context of shape [2]" in msg
+    assert "x1, x2, t1, t2" in msg

@@ -69,7 +69,7 @@ def build_source(value: Any, data_dir: Path, path: str = "data.dataset",
 
 
 def open_dataset(data_spec: Any, data_dir: str | os.PathLike | None = None, *,
-                 spec_dir: str | os.PathLike | None = None
+                 spec_dir: str | os.PathLike | None = None, **about_model: Any
                  ) -> tuple[DataSource, Preprocessing]:
     """A spec's ``data`` section -> (dataset, preprocessing); nothing is loaded yet.
 
@@ -92,6 +92,8 @@ def open_dataset(data_spec: Any, data_dir: str | os.PathLike | None = None, *,
     if not isinstance(steps, list):
         raise SpecError(Problem("preprocess must be a list of steps", "data.preprocess"))
     source = build_source(data_spec["dataset"], default_data_dir(data_dir), spec_dir=spec_dir)
+    for key, value in about_model.items():  # input_vars, model_shapes: for messages
+        setattr(source, key, value)
     split = {**split_defaults(), **{k: data_spec[k] for k in SPLIT_SCHEMA if k in data_spec}}
     return (WithValidation(source, split["val_fraction"], split["split_seed"]),
             Preprocessing(steps, source))
@@ -102,9 +104,13 @@ def open_spec_dataset(spec: Any, data_dir: str | os.PathLike | None = None
     """:func:`open_dataset` for a loaded spec: relative data files are also looked for
     next to the spec file it came from."""
     source = getattr(spec, "source", None)
-    opened = open_dataset(spec.data, data_dir, spec_dir=Path(source).parent if source else None)
-    opened[0].source.input_vars = _input_vars(source)
-    return opened
+    graph = getattr(spec, "graph", None)
+    shapes = None
+    if graph is not None and (graph.context is None or graph.context.num_classes is None):
+        ctx = graph.context
+        shapes = (tuple(graph.input_shape), tuple(ctx.tensor_shape) if ctx is not None else None)
+    return open_dataset(spec.data, data_dir, spec_dir=Path(source).parent if source else None,
+                        input_vars=_input_vars(source), model_shapes=shapes)
 
 
 def _input_vars(path: str | None) -> list[str | None] | None:

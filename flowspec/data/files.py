@@ -29,6 +29,7 @@ from typing import Any
 
 from flowspec.data.base import DATASETS, DataSource, DataSplit
 from flowspec.data.columns import SUPPORT_SCHEMA, check_in_support
+from flowspec.data.selection import check_selection
 from flowspec.data.splits import carve_indices, take
 from flowspec.data.tables import (
     SUFFIXES,
@@ -210,6 +211,7 @@ class FileSource(DataSource):
         ctx_path = self._resolve("context_path")
         if ctx_path is not None:
             self.digests["context_path"] = file_digest(ctx_path)
+        check_selection(main, self.settings, self.model_shapes)
         table = self._read(main, ctx_path)
         check_not_constant(main, table)
         self.table = table
