@@ -507,3 +507,17 @@ def test_a_spec_pointed_at_another_file_says_every_problem_at_once(tmp_path):
     assert "no column 'theta' in the header" in msg
     assert "the model takes examples of shape [2] and a context of shape [2]" in msg
     assert "x1, x2, t1, t2" in msg
+
+
+def test_samples_of_dequantized_columns_are_written_on_their_values(tmp_path):
+    from flowspec.data.export import write_samples
+
+    path = write_table(tmp_path / "t.csv", _table(), columns=["height", "sex", "visits"])
+    result = train(load_spec(_spec(path, preprocess="[dequantize]")), out_root=tmp_path / "r",
+                   reporter=Recorder())
+    flow = flowspec.load(result.run_dir)
+    out = write_samples(flow, tmp_path / "s.csv", 200)
+    rows = np.loadtxt(out, delimiter=",", skiprows=1)
+    assert np.array_equal(rows[:, 2], np.round(rows[:, 2]))  # visits: counts again
+    assert np.array_equal(rows[:, 1], np.round(rows[:, 1]))  # sex: 1/2 (or a neighbour)
+    assert not np.array_equal(rows[:, 0], np.round(rows[:, 0]))  # height stays continuous

@@ -206,6 +206,10 @@ class Preprocessing:
                                      "affine node to the flow, so its log-det is counted")
             self.widths, self.notes = table_dequantization(
                 source, cfg if self.steps else None, path)
+            if self.widths is not None:
+                from flowspec.data.tabular_dequant import lattice_offsets
+
+                self.offsets = lattice_offsets(source.load("train").x, self.widths)
             self.dequantize = (cfg.dequantize or "uniform") if self.widths is not None else "none"
             self.n_bits = None
             self.padding = (0, 0, 0, 0)
@@ -298,6 +302,16 @@ class Preprocessing:
         gen_dev = generator.device if generator is not None else x.device
         u = torch.rand(x.shape, generator=generator, device=gen_dev, dtype=x.dtype)
         return x + u.to(x.device) * w
+
+    def to_values(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-space samples of a table -> data values: dequantized columns back on their
+        lattice (the bin each sample fell in), the others unchanged."""
+        if self.widths is None:
+            return x
+        w = self.widths.to(x.device, x.dtype)
+        off = self.offsets.to(x.device, x.dtype)
+        on = off + torch.floor((x - off) / torch.where(w > 0, w, 1.0)) * w
+        return torch.where(w > 0, on, x)
 
     def to_images(self, x: torch.Tensor) -> torch.Tensor:
         """Model-space samples -> uint8 ``[N, C, H, W]``: clamp to [0, 1], quantize to

@@ -81,6 +81,12 @@ def _width(j: int, p: ColumnProfile, cfg: Any, x: torch.Tensor, path: str) -> fl
                     "...}` or `levels:`")
 
 
+def lattice_offsets(x: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+    """Per feature, a value of the training data on its lattice (the smallest), so that
+    samples can be put back on the lattice: ``off + floor((y - off) / w) * w``."""
+    return torch.where(widths > 0, x.amin(0).to(widths.dtype), torch.zeros_like(widths))
+
+
 def table_dequantization(source: Any, cfg: Any | None, path: str = "data.preprocess"
                          ) -> tuple[torch.Tensor | None, list[str]]:
     """``(per-feature bin widths or None, notes to say at start)`` for a ``[N, D]`` table.
