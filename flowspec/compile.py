@@ -173,6 +173,8 @@ class Flow(nn.Module):
         want = f"[{batch}, {dims}] (or one context [{dims}] for all)"
         if ctx.dim() == 0 and math.prod(shape) == 1:  # sample(n, context=150.0)
             ctx = ctx.reshape(shape)
+        if shape == (1,) and ctx.dim() == 1 and ctx.shape[0] == batch != 1:  # one per row
+            ctx = ctx[:, None]
         if tuple(ctx.shape) == shape:  # one context for every example
             return ctx.expand(batch, *shape)
         if ctx.dim() == len(shape) + 1 and tuple(ctx.shape[1:]) == shape:

@@ -295,6 +295,7 @@ def test_log_prob_and_sample_take_numpy_lists_float64_and_natural_context(tmp_pa
         assert torch.allclose(flow.log_prob(x, context=150.0), ref)
     assert torch.allclose(flow.log_prob(x32, context=[[150.0]]), ref)
     assert torch.allclose(flow.log_prob(x32, context=np.full((4, 1), 150.0)), ref)
+    assert torch.allclose(flow.log_prob(x32, context=[150.0] * 4), ref)  # [N] for shape [1]
     s = flow.sample(1000, context=150.0)
     assert s.shape == (1000, 2) and not s.requires_grad
     assert flow.sample(3, context=[[150.0]]).numpy().shape == (3, 2)  # no grad: .numpy() works
