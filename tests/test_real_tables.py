@@ -522,3 +522,13 @@ def test_samples_of_dequantized_columns_are_written_on_their_values(tmp_path):
     assert np.array_equal(rows[:, 2], np.round(rows[:, 2]))  # visits: counts again
     assert np.array_equal(rows[:, 1], np.round(rows[:, 1]))  # sex: 1/2 (or a neighbour)
     assert not np.array_equal(rows[:, 0], np.round(rows[:, 0]))  # height stays continuous
+
+
+def test_support_by_column_name_with_data_and_no_columns_list(tmp_path):
+    from flowspec.data.files import load_spec_on_file
+
+    path = _support_table(tmp_path)  # height, weight, score
+    spec = load_spec_on_file(SPECS[0].parent / "spline_tabular.yaml", path,
+                             ["vars.D=3", "data.dataset.file.support={weight: positive}"])
+    node = next(n for n in spec.graph.nodes if n.type == "support")
+    assert node.params == {"low": [None, 0.0, None], "high": [None, None, None]}

@@ -220,7 +220,7 @@ def load_spec(
     if graph is not None and problems.found == before:
         from flowspec.spec.support import insert_support
 
-        insert_support(graph, data, problems, child_loc(doc, "data"))
+        insert_support(graph, data, problems, child_loc(doc, "data"), file)
     if graph is not None and model_clean and problems.found == before:
         try:  # graph and shape checks need a model that lowered cleanly
             analyse(graph)

@@ -8,6 +8,7 @@ sample is mapped back inside the support.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flowspec.graph import GraphIR, NodeIR
@@ -23,7 +24,28 @@ def declared_support(data: dict | None) -> dict | None:
     return None
 
 
-def insert_support(graph: GraphIR, data: dict | None, problems: Any, loc: Any = None) -> None:
+def _header_columns(params: dict, spec_file: str | None) -> list[str] | None:
+    """The data columns of a csv named by an absolute path (as ``--data`` writes it) or
+    found next to the spec: the header minus the context and dropped columns. None when
+    the file is elsewhere (the data dir is known only when the data is read)."""
+    from flowspec.data.tables import as_names, csv_header
+
+    path = Path(str(params.get("path") or ""))
+    if not path.is_absolute() and spec_file:
+        path = Path(spec_file).parent / path
+    if path.suffix.lower() not in (".csv", ".tsv") or not path.is_file():
+        return None
+    try:
+        header = csv_header(path)[0]
+    except Exception:  # unreadable: the dataset reports it when it reads the file
+        return None
+    skip = set(as_names(params.get("context"))) | {d for d in params.get("drop") or []
+                                                     if isinstance(d, str)}
+    return [h for h in header if h not in skip]
+
+
+def insert_support(graph: GraphIR, data: dict | None, problems: Any, loc: Any = None,
+                   spec_file: str | None = None) -> None:
     """Prepend the support node when the data section declares one (problems reported)."""
     from flowspec.data.columns import support_bounds
 
@@ -36,9 +58,12 @@ def insert_support(graph: GraphIR, data: dict | None, problems: Any, loc: Any = 
                      f"{list(graph.input_shape)}", path, loc,
                      "put a `support` node in the flow for other shapes")
         return
-    columns = data["dataset"]["file"].get("columns")
+    params = data["dataset"]["file"]
+    columns = params.get("columns")
     names = [columns] if isinstance(columns, str) else columns
     keyed_by_index = all(str(k).isdigit() for k in support)
+    if names is None and not keyed_by_index:
+        names = _header_columns(params, spec_file)
     try:
         low, high = support_bounds(support, None if keyed_by_index else names,
                                    int(graph.input_shape[0]))
