@@ -76,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--before", type=Path, default=None,
-                        help="another checkout to compare with (e.g. /work/main)")
+                        help="another checkout to compare with (e.g. ../flowspec-before)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="flowspec-startup-"))
     cache = tmp / "cache"

@@ -22,7 +22,7 @@ paper's preprocessing -- uniform dequantization to [0, 1], logit(1e-6 + (1 - 2e-
 space (the logit's log-det added) and as bits/dim; the NSF case standardizes each
 dimension first (identically for both; zuko advises it, its splines act on [-5, 5] and
 logit pixels reach -13.8), with that log-det counted too. MNIST IDX files come from
---data-dir or $FLOWSPEC_DATA (e.g. FLOWSPEC_DATA=/work/shared/data).
+--data-dir or $FLOWSPEC_DATA (e.g. FLOWSPEC_DATA=data, relative to the repository).
 
 zuko is not a flowspec dependency; the benchmark has its own venv:
 

@@ -11,11 +11,13 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from flowspec.compile import Flow
+from flowspec.errors import FlowspecError
 
 
 @dataclass
@@ -110,9 +112,46 @@ def check_node(
     return rt, ld_err, cancel
 
 
+def draw_contexts(flow: Flow, n: int, gen: torch.Generator, data_dir: Any = None
+                  ) -> tuple[torch.Tensor | None, str]:
+    """Contexts to check a conditional flow at, and where they came from: class labels
+    ``0, 1, ...``; else the first ``n`` contexts of the spec's training data when it can
+    be read; else standard-normal draws of the declared shape."""
+    if flow.context_shape is None:
+        return None, ""
+    if flow.num_classes:
+        return torch.arange(n) % flow.num_classes, f"class labels 0..{flow.num_classes - 1}"
+    shape = tuple(flow.context_shape)
+    spec = getattr(flow, "spec", None)
+    if spec is not None and getattr(spec, "data", None):
+        try:
+            from flowspec.data import open_spec_dataset
+
+            source, _ = open_spec_dataset(spec, data_dir)
+            ctx = source.load("train").context
+            if ctx is not None and tuple(ctx.shape[1:]) == shape and ctx.shape[0] >= n:
+                return ctx[:n].double(), f"the first {n} contexts of the training data"
+        except (FlowspecError, OSError):
+            pass  # no data here: random contexts below
+    return (torch.randn(n, *shape, generator=gen, dtype=torch.float64),
+            f"{n} random N(0, 1) contexts of shape {list(shape)} (no data to draw them from)")
+
+
+def _inputs(f: Flow, n: int, gen: torch.Generator) -> torch.Tensor:
+    """Inputs inside every node's domain: uniform in (0.05, 0.95) (logit included), or,
+    behind a declared ``support``, standard-normal points mapped into that support."""
+    first = f._fwd[0][1] if f._fwd else None
+    if getattr(first, "registered_name", None) == "support":
+        z = torch.randn(n, *f.input_shape, generator=gen, dtype=torch.float64)
+        with torch.no_grad():
+            return first.inverse(z)[0]
+    return 0.05 + 0.9 * torch.rand(n, *f.input_shape, generator=gen, dtype=torch.float64)
+
+
 def check_flow(flow: Flow, batch: int = 2, max_dims: int = 1024, seed: int = 0,
                context=None, jitter: float = 0.0,
                progress: Callable[[int, int, str, NodeReport | None], None] | None = None,
+               notes: list[str] | None = None, data_dir: Any = None,
                ) -> list[NodeReport]:
     """Check every node of ``flow`` in float64 on the values that reach it.
 
@@ -121,15 +160,18 @@ def check_flow(flow: Flow, batch: int = 2, max_dims: int = 1024, seed: int = 0,
     data-dependent initialisation (ActNorm) are checked initialised, then eval mode.
     ``jitter`` perturbs the parameters first (use it on untrained flows).
     ``progress(i, n, node_id, report)`` is called before each node (report None) and
-    after it (a big flow takes minutes: the CLI shows where it is).
+    after it (a big flow takes minutes: the CLI shows where it is). A conditional flow
+    without ``context`` is checked at :func:`draw_contexts` (said in ``notes``).
     """
     gen = torch.Generator().manual_seed(seed)
     f = copy.deepcopy(flow).double().cpu()
     if jitter:
         jitter_parameters(f, seed, jitter)
-    x = 0.05 + 0.9 * torch.rand(max(batch, 8), *f.input_shape, generator=gen, dtype=torch.float64)
-    if f.num_classes and context is None:
-        context = torch.arange(x.shape[0]) % f.num_classes
+    x = _inputs(f, max(batch, 8), gen)
+    if context is None and f.context_shape is not None:
+        context, where = draw_contexts(f, x.shape[0], gen, data_dir)
+        if notes is not None:
+            notes.append(f"checked at {where}")
     with torch.no_grad():
         f.train()
         f.log_prob(x, context)

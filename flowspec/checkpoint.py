@@ -77,7 +77,13 @@ def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
 
 
 def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """``module.load_state_dict(state)`` after :func:`check_weights`."""
+    """``module.load_state_dict(state)`` after :func:`check_weights`.
+
+    Runs saved before the context standardization existed saw raw contexts: their
+    missing ``context_standardizer`` buffers stay unfitted (the identity)."""
+    own = module.state_dict()
+    state = {**{k: v for k, v in own.items()
+                if k.startswith("context_standardizer.") and k not in state}, **state}
     check_weights(module, state, where)
     module.load_state_dict(state)
 

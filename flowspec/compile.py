@@ -9,9 +9,11 @@ walk over the nodes' own inverses.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -29,6 +31,29 @@ TraceFn = Callable[[str, Any, Any, torch.Tensor], None]
 
 def _module_key(node_id: str) -> str:
     return node_id.replace(".", "/")
+
+
+def _as_float(value: Any, ref: torch.Tensor, what: str) -> torch.Tensor:
+    """A tensor, numpy array, list or number -> a tensor of ``ref``'s dtype and device."""
+    try:
+        t = value if torch.is_tensor(value) else torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError) as err:
+        raise FlowspecError(f"{what} is not numeric data ({type(value).__name__}: {err})",
+                            hint="pass a tensor, a numpy array or a nested list of numbers"
+                            ) from None
+    ints = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+    if t.dtype == torch.bool or t.is_complex() or not (t.is_floating_point() or t.dtype in ints):
+        raise FlowspecError(f"{what} has dtype {t.dtype}; the flow takes real numbers")
+    if t.dtype != ref.dtype or t.device != ref.device:
+        t = t.to(device=ref.device, dtype=ref.dtype)
+    return t
+
+
+def _count(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise FlowspecError(f"the number of samples must be a positive integer, got {n!r}",
+                            hint="e.g. flow.sample(1000)")
+    return int(n)
 
 
 class Flow(nn.Module):
@@ -53,6 +78,13 @@ class Flow(nn.Module):
         self.context_shape = ctx_ir.tensor_shape if ctx_ir else None
         self.node_context_shape = ctx_ir.node_shape if ctx_ir else None
         self.num_classes = ctx_ir.num_classes if ctx_ir else None
+        #: a vector context is standardized with training statistics (model.context.standardize)
+        self.context_standardizer: nn.Module | None = None
+        if ctx_ir is not None and ctx_ir.num_classes is None and getattr(ctx_ir, "standardize",
+                                                                         True):
+            from flowspec.bijectors.standardize import ContextStandardizer
+
+            self.context_standardizer = ContextStandardizer(self.context_shape)
         #: model.context_net: embeds the context once, before any node or prior reads it
         self.context_net: nn.Module | None = None
         if ctx_ir is not None and ctx_ir.net is not None:
@@ -120,6 +152,8 @@ class Flow(nn.Module):
         """Class labels -> one-hot floats; a single label or vector is broadcast to the batch;
         then the context net, if any, embeds it (once per call, for all nodes and priors)."""
         ctx = self._context_tensor(context, batch)
+        if ctx is not None and self.context_standardizer is not None:
+            ctx = self.context_standardizer(ctx)
         if ctx is not None and self.context_net is not None:
             return self.context_net(ctx)
         return ctx
@@ -140,10 +174,41 @@ class Flow(nn.Module):
             if labels.dim() == 2 and labels.shape[1] == self.num_classes:  # already one-hot
                 return labels.to(ref.dtype)
             return nn.functional.one_hot(labels, self.num_classes).to(ref.dtype)
-        ctx = torch.as_tensor(context, device=ref.device, dtype=ref.dtype)
-        if ctx.dim() == len(self.context_shape):
-            ctx = ctx.expand(batch, *self.context_shape)
-        return ctx
+        ctx = _as_float(context, ref, "context")
+        shape = tuple(self.context_shape)
+        dims = ", ".join(map(str, shape))
+        want = f"[{batch}, {dims}] (or one context [{dims}] for all)"
+        if ctx.dim() == 0 and math.prod(shape) == 1:  # sample(n, context=150.0)
+            ctx = ctx.reshape(shape)
+        if shape == (1,) and ctx.dim() == 1 and ctx.shape[0] == batch != 1:  # one per row
+            ctx = ctx[:, None]
+        if tuple(ctx.shape) == shape:  # one context for every example
+            return ctx.expand(batch, *shape)
+        if ctx.dim() == len(shape) + 1 and tuple(ctx.shape[1:]) == shape:
+            if ctx.shape[0] == 1 and batch != 1:  # context=[[150.0]]: broadcast to the batch
+                return ctx.expand(batch, *shape)
+            if ctx.shape[0] == batch:
+                return ctx
+            raise FlowspecError(f"the context has {ctx.shape[0]} rows for {batch} examples",
+                                hint=f"give one context row per example, {want}")
+        raise FlowspecError(f"the context has shape {list(ctx.shape)}; this flow takes {want}",
+                            hint=f"model.context is {{shape: {list(shape)}}}")
+
+    def _data_input(self, x: Any, what: str = "x") -> torch.Tensor:
+        """User data -> a tensor of the flow's dtype and device, ``[N, *input_shape]``:
+        numpy arrays, lists and float64 tensors are accepted; a wrong shape names the
+        expected one."""
+        if torch.is_tensor(x) and x.dtype == self._reference_tensor().dtype and \
+                tuple(x.shape[1:]) == self.input_shape and x.dim() == len(self.input_shape) + 1:
+            return x  # the training path: nothing to convert
+        t = _as_float(x, self._reference_tensor(), what)
+        if t.dim() != len(self.input_shape) + 1 or tuple(t.shape[1:]) != self.input_shape:
+            dims = ", ".join(map(str, self.input_shape))
+            one = (f"; for one example use x[None] (shape [1, {dims}])"
+                   if tuple(t.shape) == self.input_shape else "")
+            raise FlowspecError(f"{what} has shape {list(t.shape)}; this flow takes [N, {dims}] "
+                                f"(N examples of model.input [{dims}]){one}")
+        return t
 
     def _reference_tensor(self) -> torch.Tensor:
         for t in self.parameters():
@@ -237,6 +302,7 @@ class Flow(nn.Module):
     # -- public API ----------------------------------------------------------------------
     def forward(self, x: torch.Tensor, context: Any = None) -> tuple[Latents, torch.Tensor]:
         """Data -> latents: ``(z, log|det dz/dx|)``."""
+        x = self._data_input(x)
         ctx = self.prepare_context(context, x.shape[0])
         vals, logdet = self._forward_walk(x, ctx, None)
         return self._pack({lid: vals[port] for lid, _, port, _ in self._lat}), logdet
@@ -256,23 +322,36 @@ class Flow(nn.Module):
         return self.inverse(z, context)[0]
 
     def log_prob(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
-        """``log p(x)`` per example: prior log-density of the latents plus the log-dets."""
+        """``log p(x)`` per example: prior log-density of the latents plus the log-dets.
+
+        ``x``: ``[N, *model.input]`` as a tensor, numpy array or nested list (cast to the
+        flow's dtype); ``context``: one per example, or one for all."""
+        x = self._data_input(x)
         ctx = self.prepare_context(context, x.shape[0])
         vals, logdet = self._forward_walk(x, ctx, None)
         return self._latent_log_prob(vals, ctx) + logdet
 
     # Sampling methods take ``n`` positionally and everything else by keyword:
     # ``flow.sample(64, temperature=0.7, context=labels)`` (one order for all of them).
-    def sample(self, n: int, *, temperature: float = 1.0, context: Any = None) -> torch.Tensor:
-        """``n`` samples (latent -> data) at ``temperature`` (scales the priors' spread)."""
-        ctx = self.prepare_context(context, n)
-        return self._inverse_walk(None, n, temperature, ctx, None)[0]
+    def sample(self, n: int, *, temperature: float = 1.0, context: Any = None,
+               grad: bool = False) -> torch.Tensor:
+        """``n`` samples (latent -> data) at ``temperature`` (scales the priors' spread).
 
-    def sample_with_latents(self, n: int, *, temperature: float = 1.0,
-                            context: Any = None) -> tuple[torch.Tensor, Latents]:
-        """Samples and the latents they were decoded from."""
-        ctx = self.prepare_context(context, n)
-        x, _, latents, _ = self._inverse_walk(None, n, temperature, ctx, None)
+        ``context``: one for all samples (``150.0``, ``[150.0]``, ``[[150.0]]``) or one
+        per sample. Drawn without autograd (``flow.sample(1000).numpy()`` works) unless
+        ``grad=True``."""
+        n = _count(n)
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            ctx = self.prepare_context(context, n)
+            return self._inverse_walk(None, n, temperature, ctx, None)[0]
+
+    def sample_with_latents(self, n: int, *, temperature: float = 1.0, context: Any = None,
+                            grad: bool = False) -> tuple[torch.Tensor, Latents]:
+        """Samples and the latents they were decoded from (no autograd unless ``grad``)."""
+        n = _count(n)
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            ctx = self.prepare_context(context, n)
+            x, _, latents, _ = self._inverse_walk(None, n, temperature, ctx, None)
         return x, self._pack(latents)
 
     def sample_and_log_prob(self, n: int, *, temperature: float = 1.0,
@@ -323,6 +402,14 @@ class Flow(nn.Module):
             parts.append(flat[:, start:start + size].reshape(flat.shape[0], *shape))
             start += size
         return parts[0] if len(parts) == 1 else tuple(parts)
+
+    def data_fit_items(self) -> Sequence[tuple[str, nn.Module]]:
+        """Modules fitted to training statistics before the first step, in the order data
+        reaches them: the context standardization, then the nodes
+        (:mod:`flowspec.train.datafit`)."""
+        head = ([("context standardization", self.context_standardizer)]
+                if self.context_standardizer is not None else [])
+        return [*head, *self.node_items()]
 
     def node_items(self) -> Sequence[tuple[str, nn.Module]]:
         """(id, module) in forward order."""

@@ -38,7 +38,7 @@ class _Reached(Exception):
 
 def pending_nodes(flow: nn.Module) -> list[tuple[str, nn.Module]]:
     """Nodes with a ``fit_data`` hook that still need statistics, in forward order."""
-    return [(nid, node) for nid, node in flow.node_items()
+    return [(nid, node) for nid, node in getattr(flow, "data_fit_items", flow.node_items)()
             if callable(getattr(node, "fit_data", None)) and getattr(node, "needs_data_fit",
                                                                        False)]
 

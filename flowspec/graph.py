@@ -60,6 +60,8 @@ class ContextIR:
     shape: Shape | None = None
     net: Any = None
     features: int | None = None
+    #: a vector context is standardized with training statistics inside the flow
+    standardize: bool = True
 
     @property
     def tensor_shape(self) -> Shape:

@@ -137,11 +137,12 @@ def draw_samples(flow: Flow, source: Any, prep: Any, path: str | Path, n: int,
         context = data.context[0]
     if len(flow.input_shape) == 3:
         return _image_grid(flow, prep, Path(path), n, temps, context, label, title)
-    if tuple(flow.input_shape) != (2,):
+    if len(flow.input_shape) != 1:
         raise DataError(f"cannot draw samples of shape {list(flow.input_shape)}",
                         hint="write them to a file instead: flowspec sample RUN -o samples.csv")
     from flowspec.viz.points import plot_samples_2d
 
+    names = _column_names(source)
     dev = flow._reference_tensor().device
     samples = {}
     for t in temps:
@@ -150,12 +151,32 @@ def draw_samples(flow: Flow, source: Any, prep: Any, path: str | Path, n: int,
     if vector_context:
         c = torch.as_tensor(context).reshape(-1).tolist()
         title += f" · p(x | c = [{', '.join(f'{v:.3g}' for v in c)}])"
-        return plot_samples_2d(_WithContext(flow, context), samples, path, title=title)
     ref = None
-    if data is not None:
+    if data is not None and not vector_context:  # data rows belong to other contexts
         ref = data.x[:4000].to(dev)
         ref = prep.deterministic(ref) if hasattr(prep, "deterministic") else ref
-    return plot_samples_2d(flow, samples, path, data=ref, title=title)
+    if tuple(flow.input_shape) != (2,):  # a table of 1 or more than 2 columns: corner plot
+        from flowspec.viz.pairs import plot_pairs
+
+        t = temps[0]
+        note = f" · T = {t:g}" + (f" (of {len(temps)} temperatures: the first)"
+                                  if len(temps) > 1 else "")
+        return plot_pairs(samples[t], path, data=ref, names=names, title=title + note)
+    if vector_context:
+        return plot_samples_2d(_WithContext(flow, context), samples, path, title=title,
+                               names=names)
+    return plot_samples_2d(flow, samples, path, data=ref, title=title, names=names)
+
+
+def _column_names(source: Any) -> list[str] | None:
+    """The data's column names (csv files), for axis labels."""
+    names = getattr(source, "feature_names", None)
+    if not callable(names):
+        return None
+    try:
+        return names()[0]
+    except FlowspecError:
+        return None
 
 
 class _WithContext:

@@ -198,7 +198,7 @@ def test_constant_column_and_conflicting_parameters(tmp_path):
     x[:, 1] = 5.0
     path = write_table(tmp_path / "d.csv", x, columns=["a", "b"])
     msg = _err(lambda: _source(path).load("train"))
-    assert "column b has the same value in every row" in msg
+    assert "column b has the same value (5) in every row of the file" in msg
     msg = _err(lambda: _source(path, test_path="t.csv", test_fraction=0.2))
     assert "test_fraction or test_path, not both" in msg
 

@@ -194,7 +194,8 @@ def test_nonfinite_density_values_are_counted_not_hidden(tiny_spec_path, capture
 
     monkeypatch.setattr(flow, "log_prob", log_prob)
     with collect_warnings() as notes:
-        plot_samples_2d(flow, torch.randn(100, 2), tmp_path / "d.png")
+        s = torch.randn(50, 2)
+        plot_samples_2d(flow, torch.cat([s, -s]), tmp_path / "d.png")  # symmetric axes
     (density,) = _titled(capture_figures[0], "learned density")
     assert "20000 of 40000 grid values non-finite, shown as 0" in density.get_title()
     assert notes == ["20000 of 40000 grid values of the density are non-finite (shown as 0)"]

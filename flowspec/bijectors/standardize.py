@@ -141,3 +141,56 @@ class Standardize(Bijector):
         if not self._checked:
             self._check(None)  # latents cannot fit data statistics
         return y * torch.exp(self.log_std) + self.mean, -self._logdet(y)
+
+
+class ContextStandardizer(torch.nn.Module):
+    """``(c - mean) / std`` of a vector context, per element, with training-split statistics.
+
+    Not a node (the context has no density, so no log-det): the flow applies it to every
+    context it is given (``log_prob``, ``sample``, ``fit(context=)``, ``--context``)
+    before the context net and the conditioners, so users pass contexts in their natural
+    units and the nets see unit-scale numbers. Fitted through the same ``fit_data`` hook
+    as ``standardize`` (:mod:`flowspec.train.datafit`); the statistics are buffers saved
+    in checkpoints. Unfitted, it fits itself on its first train-mode batch and is the
+    identity in eval mode (as in runs saved before it existed, which saw raw contexts).
+    Turned off by ``model.context: {shape: [K], standardize: false}``.
+    """
+
+    def __init__(self, shape: Shape):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(tuple(shape)))
+        self.register_buffer("std", torch.ones(tuple(shape)))
+        self.register_buffer("fitted", torch.tensor(False))
+        self._known = False  # Python-side mirror of `fitted`: no device sync per call
+
+    @property
+    def needs_data_fit(self) -> bool:
+        return not bool(self.fitted)
+
+    @torch.no_grad()
+    def fit_data(self, batches: Iterable[torch.Tensor]) -> None:
+        moments = RunningMoments()
+        for c in batches:
+            moments.update(c.reshape(c.shape[0], -1))
+        if moments.mean is None:
+            raise ValueError("context standardization: no contexts to fit the statistics on")
+        std = moments.std()
+        std = torch.where(std > 0, std, torch.ones_like(std))  # a constant context keeps scale
+        self.mean.copy_(moments.mean.reshape(self.mean.shape).to(self.mean.dtype))
+        self.std.copy_(std.reshape(self.std.shape).to(self.std.dtype))
+        self.fitted.fill_(True)
+        self._known = True
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._known = False
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        if not self._known:
+            if bool(self.fitted):
+                self._known = True
+            elif self.training and context.shape[0] > 1:
+                self.fit_data([context])
+            else:
+                return context
+        return (context - self.mean) / self.std

@@ -69,7 +69,7 @@ def build_source(value: Any, data_dir: Path, path: str = "data.dataset",
 
 
 def open_dataset(data_spec: Any, data_dir: str | os.PathLike | None = None, *,
-                 spec_dir: str | os.PathLike | None = None
+                 spec_dir: str | os.PathLike | None = None, **about_model: Any
                  ) -> tuple[DataSource, Preprocessing]:
     """A spec's ``data`` section -> (dataset, preprocessing); nothing is loaded yet.
 
@@ -92,6 +92,8 @@ def open_dataset(data_spec: Any, data_dir: str | os.PathLike | None = None, *,
     if not isinstance(steps, list):
         raise SpecError(Problem("preprocess must be a list of steps", "data.preprocess"))
     source = build_source(data_spec["dataset"], default_data_dir(data_dir), spec_dir=spec_dir)
+    for key, value in about_model.items():  # input_vars, model_shapes: for messages
+        setattr(source, key, value)
     split = {**split_defaults(), **{k: data_spec[k] for k in SPLIT_SCHEMA if k in data_spec}}
     return (WithValidation(source, split["val_fraction"], split["split_seed"]),
             Preprocessing(steps, source))
@@ -102,7 +104,36 @@ def open_spec_dataset(spec: Any, data_dir: str | os.PathLike | None = None
     """:func:`open_dataset` for a loaded spec: relative data files are also looked for
     next to the spec file it came from."""
     source = getattr(spec, "source", None)
-    return open_dataset(spec.data, data_dir, spec_dir=Path(source).parent if source else None)
+    graph = getattr(spec, "graph", None)
+    shapes = None
+    if graph is not None and (graph.context is None or graph.context.num_classes is None):
+        ctx = graph.context
+        shapes = (tuple(graph.input_shape), tuple(ctx.tensor_shape) if ctx is not None else None)
+    return open_dataset(spec.data, data_dir, spec_dir=Path(source).parent if source else None,
+                        input_vars=_input_vars(source), model_shapes=shapes)
+
+
+def _input_vars(path: str | None) -> list[str | None] | None:
+    """The variable behind each entry of ``model.input`` in the spec file (``["${D}"]`` ->
+    ``["D"]``), so a shape mismatch can say ``--set vars.D=...``; None if unknown."""
+    import re
+
+    import yaml
+
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+        shape = raw["model"]["input"]
+    except Exception:  # the spec loaded already; this is only for a hint
+        return None
+    if not isinstance(shape, list):
+        return None
+    out = []
+    for item in shape:
+        m = re.fullmatch(r"\$\{\s*([A-Za-z_]\w*)\s*\}", item) if isinstance(item, str) else None
+        out.append(m.group(1) if m else None)
+    return out
 
 
 def dataset_info(source: DataSource, prep: Preprocessing | None = None,

@@ -51,6 +51,10 @@ class DataSource:
     #: directory of the spec file the dataset was declared in (set by ``open_dataset``);
     #: sources reading user files resolve relative paths against it after the data dir
     spec_dir: Path | None = None
+    #: the spec variable behind each entry of model.input (``${D}`` -> "D"), for hints
+    input_vars: list[str | None] | None = None
+    #: (model.input, model.context shape or None) of the spec reading it, for messages
+    model_shapes: tuple[tuple[int, ...], tuple[int, ...] | None] | None = None
 
     def __init__(self, data_dir: Path | None = None, **params: Any):
         self.data_dir = Path(data_dir) if data_dir is not None else None

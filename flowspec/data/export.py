@@ -136,6 +136,7 @@ def write_samples(flow: Any, path: str | Path, n: int, temperature: float = 1.0,
         raise FlowspecError(f"{path}: a csv row holds a vector, but this flow's examples have "
                             f"shape {list(flow.input_shape)}", hint="write .npy or .npz")
     x, ctx = sample_array(flow, n, temperature, context, label)
+    x = _on_lattice(flow, x)
     x_names, ctx_names = feature_names(flow)
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npy":
@@ -156,3 +157,24 @@ def write_samples(flow: Any, path: str | Path, n: int, temperature: float = 1.0,
         np.savetxt(path, table, delimiter=delimiter, header=head.getvalue(), comments="",
                    fmt="%.9g")
     return path
+
+
+def _on_lattice(flow: Any, x: np.ndarray) -> np.ndarray:
+    """Samples of dequantized table columns back on their values (counts stay integers);
+    needs the run's training data, whose values define the lattice."""
+    steps = (getattr(flow.spec, "data", None) or {}).get("preprocess") or []
+    if len(flow.input_shape) != 1 or not any("dequantize" in (s if isinstance(s, dict) else
+                                                              {s: None}) for s in steps):
+        return x
+    import warnings
+
+    from flowspec.data import open_spec_dataset
+    from flowspec.errors import DataError
+
+    try:
+        _, prep = open_spec_dataset(flow.spec)
+    except DataError as err:
+        warnings.warn(f"dequantized columns are written as drawn (continuous), not on their "
+                      f"values: the training data is not at hand ({err})", stacklevel=3)
+        return x
+    return prep.to_values(torch.from_numpy(x)).numpy()

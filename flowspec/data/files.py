@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from flowspec.data.base import DATASETS, DataSource, DataSplit
+from flowspec.data.columns import SUPPORT_SCHEMA, check_in_support
+from flowspec.data.selection import check_selection
 from flowspec.data.splits import carve_indices, take
 from flowspec.data.tables import (
     SUFFIXES,
@@ -36,6 +38,7 @@ from flowspec.data.tables import (
     data_error,
     file_digest,
     read_table,
+    select_features,
 )
 from flowspec.errors import DataError
 from flowspec.registry import params_schema
@@ -96,6 +99,19 @@ _FILE_PARAMS = dict(
                    "default": None,
                    "description": f"share of rows held out as test, seeded (default "
                                   f"{DEFAULT_TEST_FRACTION} unless test_path is given)"},
+    features={"anyOf": [{"type": "array", "items": {"type": "integer", "minimum": 0},
+                         "minItems": 1}, {"type": "null"}], "default": None,
+              "description": "npy/npz/safetensors: the feature indices (0-based, last axis of "
+                             "an [N, D] array) to keep, in order (csv: `columns`)"},
+    drop={"anyOf": [{"type": "array", "items": {"type": ["integer", "string"]},
+                     "minItems": 1}, {"type": "null"}], "default": None,
+          "description": "features to leave out: indices of an array's features, or csv "
+                         "column names"},
+    images={"type": ["boolean", "null"], "default": None,
+            "description": "the array holds images [N, C, H, W]: dequantized, bits/dim, drawn "
+                           "as image grids (default: yes for uint8 arrays of rank 4; true also "
+                           "takes integers 0..255 or floats in [0, 1]; false: a table)"},
+    support=SUPPORT_SCHEMA,
     seed={"type": "integer", "default": 0,
           "description": "seed of the train/test permutation"},
     sha256={"type": ["string", "null"], "default": None,
@@ -115,13 +131,13 @@ class FileSource(DataSource):
     """Your own continuous data from a file (csv, npy, npz, safetensors), with an optional
     context for conditional flows; train/test split seeded or from a second file."""
 
-    discrete = False
-
     def __init__(self, data_dir: Path | None = None, *, path: str,
                  columns: str | list[str] | None = None, array: str | None = None,
                  context: str | list[str] | None = None, context_path: str | None = None,
                  test_path: str | None = None, test_fraction: float | None = None,
-                 seed: int = 0, sha256: str | None = None):
+                 features: list[int] | None = None, drop: list[int | str] | None = None,
+                 images: bool | None = None, support: dict | None = None, seed: int = 0,
+                 sha256: str | None = None):
         super().__init__(data_dir)
         if test_path is not None and test_fraction is not None:
             raise DataError("data.dataset.file: give test_fraction or test_path, not both",
@@ -135,7 +151,8 @@ class FileSource(DataSource):
         self.settings = {"path": path, "columns": columns, "array": array,
                          "context": context, "context_path": context_path,
                          "test_path": test_path, "test_fraction": test_fraction,
-                         "seed": seed, "sha256": sha256}
+                         "features": features, "drop": drop, "images": images,
+                         "support": support, "seed": seed, "sha256": sha256}
         self.test_fraction = (DEFAULT_TEST_FRACTION if test_fraction is None and test_path
                               is None else test_fraction)
         self.seed = int(seed)
@@ -149,6 +166,12 @@ class FileSource(DataSource):
     @property
     def shape(self) -> tuple[int, ...]:  # type: ignore[override]
         return tuple(self._load_all()["train"].x.shape[1:])
+
+    @property
+    def discrete(self) -> bool:  # type: ignore[override]
+        """8-bit images (uint8 [N, C, H, W], or declared `images: true`): the image pipeline."""
+        self._load_all()
+        return bool(self.table is not None and self.table.images)
 
     @property
     def context_shape(self) -> tuple[int, ...] | None:
@@ -166,8 +189,9 @@ class FileSource(DataSource):
 
     def _read(self, path: Path, context_path: Path | None) -> Table:
         s = self.settings
-        return read_table(path, columns=s["columns"], array=s["array"], context=s["context"],
-                          context_path=context_path)
+        table = read_table(path, columns=s["columns"], array=s["array"], context=s["context"],
+                           context_path=context_path, images=s["images"])
+        return select_features(path, table, s["features"], s["drop"])
 
     def _load_all(self) -> dict[str, DataSplit]:
         if self._splits is not None:
@@ -180,11 +204,14 @@ class FileSource(DataSource):
         if expected and digest != expected.lower():
             raise data_error(main, f"the file changed since it was recorded (sha256 {digest[:12]}… "
                              f"!= {expected[:12]}…)",
-                             hint="restore the file this run was trained on; to use the new "
-                                  "contents on purpose, set data.dataset.file.sha256: null")
+                             hint="restore the file this run was trained on (its run.json "
+                                  "names it), or train again on the new contents; a spec "
+                                  "of your own accepts any contents with "
+                                  "data.dataset.file.sha256: null")
         ctx_path = self._resolve("context_path")
         if ctx_path is not None:
             self.digests["context_path"] = file_digest(ctx_path)
+        check_selection(main, self.settings, self.model_shapes)
         table = self._read(main, ctx_path)
         check_not_constant(main, table)
         self.table = table
@@ -204,6 +231,12 @@ class FileSource(DataSource):
                                  hint="add rows, or give a separate test_path")
             full = DataSplit(x=table.x, context=table.context)
             train, test_split = take(full, train_idx), take(full, test_idx)
+        if self.settings["support"]:
+            for split, part in (("train", train), ("test", test_split)):
+                try:
+                    check_in_support(main, part.x, table.columns, self.settings["support"], split)
+                except ValueError as err:
+                    raise data_error(main, f"data.dataset.file.support: {err}") from None
         self._splits = {"train": train, "test": test_split}
         return self._splits
 
@@ -213,6 +246,11 @@ class FileSource(DataSource):
             raise data_error(test_path, f"test examples have shape {list(b.x.shape[1:])}, the "
                              f"training file's {list(a.x.shape[1:])} ({path})",
                              hint="both files need the same columns/arrays")
+        if a.images != b.images:
+            raise data_error(test_path, "the test file's data are "
+                             f"{'images' if b.images else 'not images'}, the training file's "
+                             f"{'are' if a.images else 'are not'} ({path})",
+                             hint="save both as uint8 [N, C, H, W] (or declare `images:`)")
         if (a.context is None) != (b.context is None) or (
                 a.context is not None and a.context.shape[1:] != b.context.shape[1:]):
             raise data_error(test_path, "the test file's context does not match the training "
@@ -226,10 +264,16 @@ class FileSource(DataSource):
     @property
     def shape_hint(self) -> str:
         t = self.table
+        names = getattr(self, "input_vars", None) or []
         if t is not None and t.columns:
-            return (f"the file gives {len(t.columns)} data column(s) ({', '.join(t.columns)}): "
-                    f"set model.input: [{len(t.columns)}], or choose columns with "
-                    "data.dataset.file.columns")
+            d = len(t.columns)
+            fix = (f"--set vars.{names[0]}={d} (this spec's model.input is [${{{names[0]}}}])"
+                   if len(names) == 1 and names[0] else f"set model.input: [{d}]")
+            return (f"the file gives {d} data column(s) ({', '.join(t.columns)}): {fix}, or "
+                    "choose columns with data.dataset.file.columns")
+        if t is not None and len(names) == t.x.dim() - 1 and all(names):
+            sets = " ".join(f"--set vars.{n}={v}" for n, v in zip(names, t.x.shape[1:]))
+            return f"the file's examples have shape {list(t.x.shape[1:])}: {sets}"
         return "set model.input to the per-example shape of the file's array"
 
     def feature_names(self) -> tuple[list[str] | None, list[str] | None]:
@@ -270,6 +314,7 @@ class FileSource(DataSource):
         out["sha256"] = self.digests["path"]
         if t.columns:
             out["columns"] = list(t.columns)
+            out["drop"] = None  # the kept columns say it
         if t.array:
             out["array"] = t.array
         if t.context_columns:

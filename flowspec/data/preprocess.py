@@ -28,7 +28,14 @@ n-bit reduction changes *what* data is modelled (``n``-bit, not 8-bit images), s
 bits/dim at ``n < 8`` is compared only with results at the same ``n``.
 
 **Continuous data** (2-D toys) goes to the model unchanged (float32); every step here
-is refused for it, since each would change the density without a log-det.
+is refused for it, since each would change the density without a log-det -- except
+``dequantize`` on a table read from a file (:mod:`flowspec.data.files`), whose
+integer-valued or few-valued columns (:mod:`flowspec.data.columns`) it spreads
+uniformly over their bins: ``y_j = x_j + w_j·u`` with ``u ~ U[0, 1)`` and bin width
+``w_j`` (1 for integers; declared with ``bin_width`` or ``levels``). Then
+``-log P(x) <= E_u[nll] - Σ_j log w_j``: with unit bins the reported NLL in nats is
+itself an upper bound on the discrete columns' code length (in the other columns'
+units of density).
 """
 
 from __future__ import annotations
@@ -52,21 +59,50 @@ class Pipeline:
     def __init__(self) -> None:
         self.n_bits: int | None = None
         self.dequantize: str | None = None
+        #: tables only: which columns, their bin widths or levels (see :func:`dequantize`)
+        self.deq_columns: list[str | int] | None = None
+        self.bin_width: float | dict[str, float] | None = None
+        self.levels: dict[str, list[float]] | None = None
         self.pad_to: tuple[int, int] | None = None
         self.scale = False
 
 
+_WIDTH = {"type": "number", "exclusiveMinimum": 0}
+
+
 @PREPROCESS.register(
     "dequantize",
-    schema=params_schema(kind={"enum": ["uniform", "none"], "default": "uniform",
-                               "description": "uniform noise in each bin, or bin centres"}),
+    schema=params_schema(
+        kind={"enum": ["uniform", "none"], "default": "uniform",
+              "description": "uniform noise in each bin, or bin centres"},
+        columns={"anyOf": [{"type": "array", "items": {"type": ["string", "integer"]},
+                            "minItems": 1}, {"type": "null"}], "default": None,
+                 "description": "tables: the columns (names, or feature indices of arrays) "
+                                "to dequantize (default: every integer-valued or few-valued "
+                                "column)"},
+        bin_width={"anyOf": [_WIDTH, {"type": "object", "additionalProperties": _WIDTH},
+                             {"type": "null"}], "default": None,
+                   "description": "tables: the width of each value's bin, one number or "
+                                  "{column: width} (default: 1 for integers, else the "
+                                  "smallest gap between the column's values)"},
+        levels={"anyOf": [{"type": "object", "additionalProperties": {
+            "type": "array", "items": {"type": "number"}, "minItems": 2}}, {"type": "null"}],
+            "default": None,
+            "description": "tables: {column: [equally spaced values it can take]}; the "
+                           "spacing is the bin width and other values are refused"}),
     shorthand="kind",
-    examples=[{"params": {"kind": "uniform"}}],
+    examples=[{"params": {"kind": "uniform"}},
+              {"params": {"columns": ["visits"], "bin_width": 1}}],
 )
-def dequantize(cfg: Pipeline, *, kind: str = "uniform") -> None:
-    """Spread each discrete value uniformly over its bin, so a density on [0, 1] is a
-    bound on the discrete likelihood ('none': bin centres, no bound)."""
+def dequantize(cfg: Pipeline, *, kind: str = "uniform",
+               columns: list[str | int] | None = None,
+               bin_width: float | dict[str, float] | None = None,
+               levels: dict[str, list[float]] | None = None) -> None:
+    """Spread each discrete value uniformly over its bin, so a density is a bound on the
+    discrete likelihood ('none': bin centres, no bound). Images: 8-bit pixels; tables
+    read from files: integer or few-valued columns."""
     cfg.dequantize = kind
+    cfg.deq_columns, cfg.bin_width, cfg.levels = columns, bin_width, levels
 
 
 @PREPROCESS.register(
@@ -155,6 +191,30 @@ class Preprocessing:
             self.steps.append((name, copy.deepcopy(params)))
         self.discrete = bool(source.discrete)
         self.in_shape = tuple(int(s) for s in source.shape)
+        #: lines to say at the start of a run (discrete columns, dequantization units)
+        self.notes: list[str] = []
+        #: tables: per-feature bin widths of dequantized columns (0: left continuous)
+        self.widths: torch.Tensor | None = None
+        if not self.discrete and len(self.in_shape) == 1 and hasattr(source, "feature_names"):
+            from flowspec.data.tabular_dequant import table_dequantization
+
+            if self.steps and any(name != "dequantize" for name, _ in self.steps):
+                name = next(n for n, _ in self.steps if n != "dequantize")
+                raise DataError(f"{path}: '{name}' applies to discrete (8-bit image) data; a "
+                                "table takes only `dequantize`",
+                                hint="remove it; to rescale a column add a `standardize` or "
+                                     "affine node to the flow, so its log-det is counted")
+            self.widths, self.notes = table_dequantization(
+                source, cfg if self.steps else None, path)
+            if self.widths is not None:
+                from flowspec.data.tabular_dequant import lattice_offsets
+
+                self.offsets = lattice_offsets(source.load("train").x, self.widths)
+            self.dequantize = (cfg.dequantize or "uniform") if self.widths is not None else "none"
+            self.n_bits = None
+            self.padding = (0, 0, 0, 0)
+            self.out_shape = self.in_shape
+            return
         if not self.discrete:
             if self.steps:
                 name = self.steps[0][0]
@@ -171,6 +231,10 @@ class Preprocessing:
         if len(self.in_shape) != 3:
             raise DataError("discrete data must be images [C, H, W], "
                             f"got shape {list(self.in_shape)}")
+        if cfg.deq_columns is not None or cfg.bin_width is not None or cfg.levels is not None:
+            raise DataError(f"{path}: dequantize's columns/bin_width/levels apply to tables; "
+                            "8-bit images are dequantized per pixel",
+                            hint="write just `dequantize` (or {n_bits: n} for fewer levels)")
         self.n_bits = cfg.n_bits or SOURCE_BITS
         self.dequantize = cfg.dequantize or "uniform"
         c, h, w = self.in_shape
@@ -210,7 +274,7 @@ class Preprocessing:
         """A batch of raw examples -> model input; fresh dequantization noise per call."""
         self._check(x_raw)
         if not self.discrete:
-            return x_raw.float()
+            return self._table_noise(x_raw.float(), generator)
         x = self._bins(x_raw)
         if self.dequantize == "uniform":
             gen_dev = generator.device if generator is not None else x.device
@@ -224,8 +288,30 @@ class Preprocessing:
         """The same without noise: bin centres (continuous data: unchanged)."""
         self._check(x_raw)
         if not self.discrete:
-            return x_raw.float()
+            return self._table_noise(x_raw.float(), None, centres=True)
         return (self._bins(x_raw) + 0.5) / self.levels
+
+    def _table_noise(self, x: torch.Tensor, generator: torch.Generator | None,
+                     centres: bool = False) -> torch.Tensor:
+        """Dequantized table columns: ``x + w·u`` (``u = 1/2`` for bin centres)."""
+        if self.widths is None:
+            return x
+        w = self.widths.to(x.device, x.dtype)
+        if centres or self.dequantize == "none":
+            return x + 0.5 * w
+        gen_dev = generator.device if generator is not None else x.device
+        u = torch.rand(x.shape, generator=generator, device=gen_dev, dtype=x.dtype)
+        return x + u.to(x.device) * w
+
+    def to_values(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-space samples of a table -> data values: dequantized columns back on their
+        lattice (the bin each sample fell in), the others unchanged."""
+        if self.widths is None:
+            return x
+        w = self.widths.to(x.device, x.dtype)
+        off = self.offsets.to(x.device, x.dtype)
+        on = off + torch.floor((x - off) / torch.where(w > 0, w, 1.0)) * w
+        return torch.where(w > 0, on, x)
 
     def to_images(self, x: torch.Tensor) -> torch.Tensor:
         """Model-space samples -> uint8 ``[N, C, H, W]``: clamp to [0, 1], quantize to
@@ -238,6 +324,9 @@ class Preprocessing:
         return torch.round(q * (255.0 / top)).to(torch.uint8)
 
     def describe(self) -> dict[str, Any]:
-        return {"steps": [{n: p} for n, p in self.steps], "n_bits": self.n_bits,
+        out = {"steps": [{n: p} for n, p in self.steps], "n_bits": self.n_bits,
                 "dequantize": self.dequantize, "in_shape": list(self.in_shape),
                 "out_shape": list(self.out_shape)}
+        if self.widths is not None:
+            out["bin_widths"] = self.widths.tolist()
+        return out

@@ -40,6 +40,18 @@ def carve_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, tor
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
+def check_not_empty(n: int, n_train: int, n_val: int, fraction: float) -> None:
+    """An empty split is never evaluated as if it were a result (its mean NLL would read 0)."""
+    from flowspec.errors import DataError
+
+    if n_val == 0 or n_train == 0:
+        empty = "validation" if n_val == 0 else "training"
+        raise DataError(f"the {empty} split is empty: {n} training example(s) cannot be divided "
+                        f"into train and val (data.val_fraction {fraction:g})",
+                        hint="add examples, or set data.val_fraction: 0 (no best checkpoint is "
+                             "then chosen; test is only monitored)")
+
+
 def take(split: DataSplit, idx: torch.Tensor) -> DataSplit:
     """The examples ``idx`` of every tensor field of ``split``."""
     fields = {k: (v[idx] if torch.is_tensor(v) else v) for k, v in vars(split).items()}
@@ -77,5 +89,6 @@ class WithValidation:
         if self._parts is None:
             full = self.source.load("train")
             train_idx, val_idx = carve_indices(len(full), self.fraction, self.seed)
+            check_not_empty(len(full), len(train_idx), len(val_idx), self.fraction)
             self._parts = take(full, train_idx), take(full, val_idx)
         return self._parts[0] if split == "train" else self._parts[1]

@@ -114,9 +114,45 @@ def _is_number(text: str) -> bool:
     return True
 
 
+#: delimiters recognised in csv files, by name (for messages)
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def detect_delimiter(path: Path, probe_lines: int = 50) -> str:
+    """The field separator: the suffix's (``,`` for .csv, tab for .tsv) unless it splits
+    the first lines into one field each while another (``;``, tab, ``|``, ``,``) splits
+    every one of them into the same number (> 1) of fields, as European exports do."""
+    default = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        with _open_text(path) as fh:
+            lines = []
+            for line in fh:
+                if line.strip():
+                    lines.append(line)
+                if len(lines) >= probe_lines:
+                    break
+    except UnicodeDecodeError:
+        return default
+    if not lines:
+        return default
+
+    def widths(sep: str) -> set[int]:
+        return {len(row) for row in csv.reader(lines, delimiter=sep)}
+
+    w = widths(default)
+    if len(w) == 1 and min(w) > 1:
+        return default
+    for sep in DELIMITERS:
+        if sep != default:
+            w = widths(sep)
+            if len(w) == 1 and min(w) > 1:
+                return sep
+    return default
+
+
 def csv_header(path: Path) -> tuple[list[str], int]:
     """The column names and the (1-based) line of the header row."""
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = detect_delimiter(path)
     try:
         with _open_text(path) as fh:
             reader = csv.reader(fh, delimiter=delimiter)
@@ -152,16 +188,20 @@ def _column_indices(path: Path, header: list[str], wanted: list[str], line: int)
     for name in wanted:
         if name not in header:
             sug = did_you_mean(name, header)
+            seps = sorted({DELIMITERS[c] for h in header for c in h if c in DELIMITERS})
             raise data_error(path, f"no column '{name}' in the header", line=line,
                              hint=f"did you mean '{sug[0]}'?" if sug else
-                             f"columns: {', '.join(header)}")
+                             f"columns: {', '.join(header)}" + (
+                                 f" (the names hold a {' and '.join(seps)}: separate every "
+                                 "row's fields the same way, with commas in a .csv, tabs in a "
+                                 ".tsv)" if seps else ""))
         out.append(header.index(name))
     return out
 
 
 def _scan_csv(path: Path, header_line: int, idx: list[int], names: list[str]) -> np.ndarray:
     """The slow, exact reader: the first problem as ``file:line: column 'name': ...``."""
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = detect_delimiter(path)
     rows: list[list[float]] = []
     need = max(idx) + 1
     with _open_text(path) as fh:
@@ -184,9 +224,13 @@ def _scan_csv(path: Path, header_line: int, idx: list[int], names: list[str]) ->
                 try:
                     v = float(cell)
                 except ValueError:
-                    raise data_error(path, f"column '{name}': '{cell}' is not a number", line=line,
-                                     hint="choose numeric columns with `columns:`; other columns "
-                                          "are ignored") from None
+                    sep = DELIMITERS.get(delimiter, repr(delimiter))
+                    decimal = "," in cell and _is_number(cell.replace(",", "."))
+                    raise data_error(path, f"column '{name}': '{cell}' is not a number "
+                                     f"(fields separated by {sep})", line=line,
+                                     hint="decimal commas are not read: write 1.5, not 1,5"
+                                     if decimal else "choose numeric columns with `columns:`; "
+                                     "other columns are ignored") from None
                 if not math.isfinite(v):
                     raise data_error(path, f"column '{name}': {cell} is not finite", line=line,
                                      hint="drop or fix rows with NaN/inf; a density cannot be "
@@ -214,7 +258,7 @@ def read_csv(path: Path, columns: list[str], context: list[str]
                          hint="choose the data columns with `columns:`")
     names = x_names + ctx_names
     idx = _column_indices(path, header, names, line)
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = detect_delimiter(path)
     table = None
     try:
         with warnings.catch_warnings():
@@ -315,6 +359,56 @@ class Table:
     #: array names in npz/safetensors files
     array: str | None = None
     context_array: str | None = None
+    #: x is uint8 images [N, C, H, W] (see :func:`as_images`)
+    images: bool = False
+
+
+def _raw_dtype(a: Any) -> str:
+    return str(a.dtype).replace("torch.", "")
+
+
+def as_images(a: Any, declared: bool | None, what: str, path: Path | str
+              ) -> torch.Tensor | None:
+    """Image data as uint8 ``[N, C, H, W]``, or None for a table.
+
+    A uint8 array of rank 4 is images unless ``declared`` is False; other arrays are
+    images only when ``declared`` is True: integers in 0..255, or floats in [0, 1]
+    (rounded to 256 levels); a rank-3 array ``[N, H, W]`` gets one channel."""
+    if declared is False or a is None:
+        return None
+    is_uint8 = a.dtype == (torch.uint8 if torch.is_tensor(a) else np.uint8)
+    if declared is None and not (is_uint8 and a.ndim == 4):
+        return None
+    if not torch.is_tensor(a) and np.asarray(a).dtype.kind not in "fiub":
+        raise data_error(path, f"{what} has dtype {a.dtype}; images are numbers")
+    t = a.detach().cpu() if torch.is_tensor(a) else torch.from_numpy(np.ascontiguousarray(a))
+    rank = t.dim()
+    if declared is None:
+        return t.contiguous()
+    if rank == 3:
+        t = t[:, None]
+    elif rank != 4:
+        raise data_error(path, f"{what} has shape {list(t.shape)}; images are [N, C, H, W] "
+                         "(or [N, H, W] for one channel)", hint="remove `images: true`")
+    if t.dtype == torch.uint8:
+        return t.contiguous()
+    if t.dtype == torch.bool or t.is_complex():
+        raise data_error(path, f"{what} has dtype {_raw_dtype(a)}; images are numbers")
+    if not t.is_floating_point():
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi > 255:
+            raise data_error(path, f"{what}: integer images must hold 0..255, found {lo}..{hi}",
+                             hint="rescale to 8 bits, or remove `images: true` to fit them as "
+                                  "a continuous table")
+        return t.to(torch.uint8).contiguous()
+    t = t.double()
+    if not torch.isfinite(t).all():
+        raise data_error(path, f"{what} holds NaN/inf values")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < 0 or hi > 1:
+        raise data_error(path, f"{what}: float images must lie in [0, 1], found "
+                         f"[{lo:g}, {hi:g}]", hint="divide by the maximum (255 for 8-bit)")
+    return torch.round(t * 255).to(torch.uint8).contiguous()
 
 
 def _context_from_file(path: Path, which: str | list[str] | None
@@ -342,7 +436,7 @@ def _context_from_file(path: Path, which: str | list[str] | None
 
 def read_table(path: Path, *, columns: str | list[str] | None = None,
                array: str | None = None, context: str | list[str] | None = None,
-               context_path: Path | None = None) -> Table:
+               context_path: Path | None = None, images: bool | None = None) -> Table:
     """Read and check one data file (plus its context file); see the module doc."""
     kind = file_kind(path)
     cols, ctx_cols, x_array, ctx_array = None, None, None, None
@@ -384,7 +478,11 @@ def read_table(path: Path, *, columns: str | list[str] | None = None,
     if context_path is not None:
         ctx_raw, ctx_cols, ctx_array = _context_from_file(context_path, context)
     x_what = f"array '{x_array}'" if x_array else "the data"
-    x = to_float32(x_raw, x_what, path)
+    if images and kind == "csv":
+        raise data_error(path, "`images: true` needs an array file (.npy/.npz/.safetensors) of "
+                         "shape [N, C, H, W]", hint="save the images with numpy.save")
+    pictures = as_images(x_raw, images, x_what, path) if kind != "csv" else None
+    x = pictures if pictures is not None else to_float32(x_raw, x_what, path)
     if x.dim() < 2:
         shape = list(x.shape)
         raise data_error(path, f"{x_what} has shape {shape}: expected one row per example, "
@@ -406,17 +504,57 @@ def read_table(path: Path, *, columns: str | list[str] | None = None,
             raise data_error(where, f"{ctx_what} has {ctx.shape[0]} rows but the data has "
                              f"{x.shape[0]}", hint="one context row per data row, in the same "
                                                    "order")
-    return Table(x, ctx, cols, ctx_cols, x_array, ctx_array)
+    return Table(x, ctx, cols, ctx_cols, x_array, ctx_array, images=pictures is not None)
 
 
 def check_not_constant(path: Path, table: Table) -> None:
     """A constant feature has no density (the NLL would fall without bound)."""
-    if table.x.dim() != 2 or table.x.shape[0] < 2:
-        return
-    same = (table.x.amax(0) == table.x.amin(0)).nonzero().flatten().tolist()
-    if same:
-        names = [table.columns[i] if table.columns else str(i) for i in same]
-        label = "column" if table.columns else "feature (0-based)"
-        raise data_error(path, f"{label} {', '.join(names)} has the same value in every row: there "
-                         "is no density to fit in that dimension",
-                         hint="leave it out (`columns:`), or use it as context")
+    from flowspec.data.columns import check_train_constant
+
+    check_train_constant(path, table.x, table.columns, split="file")
+
+
+def select_features(path: Path, table: Table, features: list[int] | None,
+                    drop: list[int | str] | None) -> Table:
+    """Keep ``features`` (array indices) and leave out ``drop`` (indices, or csv names)."""
+    if features is None and drop is None:
+        return table
+    x = table.x
+    if x.dim() != 2:
+        raise data_error(path, f"`features`/`drop` pick features of [N, D] data; this file's "
+                         f"examples have shape {list(x.shape[1:])}",
+                         hint="select the part you want when writing the file")
+    d = x.shape[1]
+    names = table.columns
+    if features is not None:
+        if names is not None:
+            raise data_error(path, "`features` picks indices of an array; a csv has named "
+                             "columns", hint="use `columns: [...]`")
+        bad = [i for i in features if i >= d]
+        if bad:
+            raise data_error(path, f"feature index {bad[0]} is out of range: the array has {d} "
+                             "features (0-based)")
+        keep = list(features)
+    else:
+        keep = list(range(d))
+    for item in drop or []:
+        if isinstance(item, str):
+            if names is None or item not in names:
+                raise data_error(path, f"`drop: {item}`: no such column" if names else
+                                 f"`drop: {item}`: an array's features are dropped by index",
+                                 hint=f"columns: {', '.join(names)}" if names else
+                                 f"e.g. drop: [0] (0 .. {d - 1})")
+            j = names.index(item)
+        else:
+            if item >= d:
+                raise data_error(path, f"`drop: {item}` is out of range: the data has {d} "
+                                 "features (0-based)")
+            j = item
+        if j in keep:
+            keep.remove(j)
+    if not keep:
+        raise data_error(path, "no features left after `drop`", hint="keep at least one")
+    table.x = x[:, keep].contiguous()
+    if names is not None:
+        table.columns = [names[j] for j in keep]
+    return table

@@ -41,6 +41,7 @@ class MaximumLikelihood(Objective):
 
         cfg = spec.train
         self.source, self.prep = open_spec_dataset(spec, data_dir)
+        self.warnings = list(getattr(self.prep, "notes", ()))  # said at start (data columns)
         self.device = device
         #: the global batch (train.batch_size) and this rank's slice of it
         self.batch_size = cfg["batch_size"]

@@ -101,7 +101,10 @@ def evaluate_nll(
         all_reduce_sum(sums)
     flow.train(was_training)
     n = int(sums[1])
-    nll = float(sums[0]) / max(n, 1)
+    if n == 0:  # a mean over nothing is no result (it would read as NLL 0)
+        raise DataError("this split has no examples: there is no NLL to report",
+                        hint="evaluate another split (--split test), or add data")
+    nll = float(sums[0]) / n
     if not math.isfinite(nll):  # every rank sees the reduced value, so all refuse together
         _refuse_nonfinite(nll, bad_rows, n, world, device)
     dims = flow.num_dims

@@ -83,6 +83,9 @@ class Expander:
     def __init__(self, problems: Problems):
         self.problems = problems
         self.produced = 0
+        #: inside the body of a `repeat` that names no counter (`as:`): an unknown
+        #: variable there is most likely the counter the user meant
+        self._bare_repeats = 0
 
     def _count(self, loc: Location | None, n: int = 1) -> None:
         self.produced += n
@@ -181,12 +184,18 @@ class Expander:
             inner = local
             if scoped and isinstance(value.get("as"), str) and "repeat" in value:
                 inner = local | {value["as"]}
+            bare = scoped and "repeat" in value and "as" not in value
             for key, item in value.items():
                 kloc = value.key_loc(key) if isinstance(value, LDict) else loc
                 vloc = child_loc(value, key) or loc
                 sub_local = inner if key in _SCOPED_KEYS else local
-                out.put(key, self.substitute(item, env, join_path(path, key), vloc, sub_local,
-                                             scoped), vloc, kloc)
+                counted = bare and key in _SCOPED_KEYS
+                self._bare_repeats += counted
+                try:
+                    out.put(key, self.substitute(item, env, join_path(path, key), vloc,
+                                                 sub_local, scoped), vloc, kloc)
+                finally:
+                    self._bare_repeats -= counted
             return out
         if isinstance(value, list):
             items = LList.at(getattr(value, "loc", None) or loc)
@@ -214,7 +223,12 @@ class Expander:
         missing = [n for n in names if n not in env and n not in local]
         for name in missing:
             err = unknown_variable(name, known)
-            self.problems.add(err.message, path, loc, err.hint)
+            hint = err.hint
+            if self._bare_repeats:
+                hint = (f"the enclosing `repeat` names no counter: add `as: {name}` next to "
+                        f"`repeat:` to count its copies 0, 1, ... as ${{{name}}}"
+                        + (f" (or {hint})" if hint and hint.startswith("did you") else ""))
+            self.problems.add(err.message, path, loc, hint)
         if missing:
             self.problems.poison(loc)
             return text

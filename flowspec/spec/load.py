@@ -214,6 +214,10 @@ def load_spec(
     lowerer = Lowerer(problems, validator, expander, vars_env, regs["node"], regs["prior"], file)
     lowerer.parse_blocks(doc.get("blocks"), child_loc(doc, "blocks"))
     graph = lowerer.model(doc.get("model"), child_loc(doc, "model") or doc.loc)
+    if graph is not None and problems.found == before:
+        from flowspec.spec.support import insert_support
+
+        insert_support(graph, data, problems, child_loc(doc, "data"), file)
     if graph is not None and model_clean and problems.found == before:
         try:  # graph and shape checks need a model that lowered cleanly
             analyse(graph)

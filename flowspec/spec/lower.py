@@ -587,9 +587,11 @@ class Lowerer:
             return None
         value = self.ev(raw, self.vars, "model.context", loc)
         schema = {"type": "object", "additionalProperties": False,
-                  "minProperties": 1, "maxProperties": 1,
-                  "properties": {"classes": {"type": "integer", "minimum": 1}, "shape": _SHAPE}}
-        if not isinstance(value, dict) or len(value) != 1:
+                  "minProperties": 1, "maxProperties": 2,
+                  "properties": {"classes": {"type": "integer", "minimum": 1}, "shape": _SHAPE,
+                                 "standardize": {"type": "boolean"}}}
+        if (not isinstance(value, dict) or len(value) - ("standardize" in value) != 1
+                or ("standardize" in value and "shape" not in value)):
             self.bad(f"expected {{classes: K}} or {{shape: [D, ...]}}, got {show(value)}",
                      "model.context", loc)
             return None
@@ -602,4 +604,4 @@ class Lowerer:
             return None
         if "classes" in value:
             return ContextIR(num_classes=value["classes"])
-        return ContextIR(shape=tuple(value["shape"]))
+        return ContextIR(shape=tuple(value["shape"]), standardize=value.get("standardize", True))

@@ -219,7 +219,13 @@ def _model_definitions(regs: dict[str, Registry]) -> dict[str, Schema]:
                              "properties": {"classes": {"anyOf": [
                                  {"type": "integer", "minimum": 1}, ref("expr")]}}},
                             {"type": "object", "additionalProperties": False,
-                             "required": ["shape"], "properties": {"shape": shape}},
+                             "required": ["shape"], "properties": {
+                                 "shape": shape,
+                                 "standardize": {
+                                     "type": "boolean", "default": True,
+                                     "description": "standardize the context with its "
+                                     "training-split mean and std inside the flow, so it is "
+                                     "given in natural units (false: the nets see it raw)"}}},
                         ]},
             "context_net": {
                 "description": "embeds the context once (a registered net, e.g. mlp) into "

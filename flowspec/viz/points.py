@@ -68,11 +68,68 @@ def dropped_text(dropped: int, total: int) -> str:
     return f"\n{dropped} of {total} non-finite, dropped" if dropped else ""
 
 
+Box = tuple[float, float, float, float]
+
+
+def robust_box(points: Any, quantile: float = 0.005, pad: float = 0.08) -> Box:
+    """``(x0, x1, y0, y1)``: the ``quantile`` .. ``1 - quantile`` range of each coordinate
+    plus a margin -- the data's own range, so a table at 170/60 fills the panel rather
+    than being a sliver at the edge of axes centred on the origin."""
+    import numpy as np
+
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if pts.shape[0] == 0:
+        return (-1.0, 1.0, -1.0, 1.0)
+    lo, hi = np.quantile(pts, quantile, axis=0), np.quantile(pts, 1 - quantile, axis=0)
+    span = np.maximum(hi - lo, 1e-3 * np.maximum(1.0, np.abs(hi)))
+    lo, hi = lo - pad * span, hi + pad * span
+    return (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
+
+
+@torch.no_grad()
+def density_box(flow, box: Box, n: int = 200, context=None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x ticks, y ticks, exp(log p))`` of a 2-D flow on an ``n x n`` grid over ``box``."""
+    ref = flow._reference_tensor()
+    xs = torch.linspace(box[0], box[1], n, dtype=ref.dtype, device=ref.device)
+    ys = torch.linspace(box[2], box[3], n, dtype=ref.dtype, device=ref.device)
+    xx, yy = torch.meshgrid(xs, ys, indexing="xy")
+    pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
+    logp = torch.cat([flow.log_prob(chunk, context) for chunk in pts.split(10_000)])
+    return xs.cpu(), ys.cpu(), logp.exp().reshape(n, n).cpu()
+
+
+def frame(ax: Any, box: Box, title: str, names: list[str] | None = None,
+          fontsize: float | None = None) -> None:
+    """Limits of ``box`` and the column ``names``; equal aspect for unnamed coordinates of
+    similar span (2-D toys), never for named columns (their units differ)."""
+    ax.set_xlim(box[0], box[1])
+    ax.set_ylim(box[2], box[3])
+    ratio = (box[1] - box[0]) / max(box[3] - box[2], 1e-12)
+    if not names and 1 / 3 <= ratio <= 3:
+        ax.set_aspect("equal")
+    ax.set_title(title, fontsize=fontsize)
+    if names:
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+
+
+def outside_text(pts: Any, box: Box) -> str:
+    """How many finite points fall outside the axes (never clipped silently)."""
+    if not len(pts):
+        return ""
+    out = int(((pts[:, 0] < box[0]) | (pts[:, 0] > box[1]) | (pts[:, 1] < box[2])
+               | (pts[:, 1] > box[3])).sum())
+    return f"\n{out} outside the axes" if out else ""
+
+
 @torch.no_grad()
 def samples_2d_figure(flow, samples: dict[float, torch.Tensor], data: torch.Tensor | None = None,
-                      title: str = "", density: bool = True) -> Any:
+                      title: str = "", density: bool = True,
+                      names: list[str] | None = None) -> Any:
     """Panels on shared axes: the data (if given), the samples at each temperature, and
-    the learned density with a colorbar. Returns the figure."""
+    the learned density with a colorbar. The axes span the data's robust range (else
+    the samples'), labelled with the column ``names``. Returns the figure."""
     plt = _plt()
     import numpy as np
 
@@ -80,28 +137,29 @@ def samples_2d_figure(flow, samples: dict[float, torch.Tensor], data: torch.Tens
     for t, (pts, dropped) in drawn.items():
         warn_nonfinite(dropped, pts.shape[0] + dropped, "dropped from the plot", f"at T = {t:g}")
     ref = data.detach().cpu().float().numpy() if data is not None else None
-    every = [p for p, _ in drawn.values() if p.shape[0]] + ([ref] if ref is not None else [])
-    scale = np.abs(np.concatenate(every)) if every else np.ones((1, 2))
-    lim = float(np.quantile(scale, 0.995)) * 1.1 + 1e-3
+    basis = ref if ref is not None else np.concatenate(
+        [p for p, _ in drawn.values()] or [np.zeros((0, 2))])
+    box = robust_box(basis)
     panels = (["data"] if ref is not None else []) + list(drawn) + (["density"] if density else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.6, 3.9),
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 0.6, 4.1),
                              squeeze=False)
     for ax, panel in zip(axes[0], panels):
         if panel == "density":
-            ticks, dens = density_grid(flow, lim)
+            xs, ys, dens = density_box(flow, box)
             dens, note = finite_density(dens)
-            mesh = ax.pcolormesh(ticks.numpy(), ticks.numpy(), dens.numpy(), shading="auto",
+            mesh = ax.pcolormesh(xs.numpy(), ys.numpy(), dens.numpy(), shading="auto",
                                  cmap="viridis")
             colorbar(fig, mesh, ax, "p(x)")
-            square(ax, lim, "learned density" + note)
+            frame(ax, box, "learned density" + note, names)
         elif panel == "data":
-            ax.scatter(ref[:, 0], ref[:, 1], s=1, alpha=0.4, color="C0")
-            square(ax, lim, f"data ({ref.shape[0]} test points)")
+            ax.scatter(ref[:, 0], ref[:, 1], s=2, alpha=0.5, color="C0")
+            frame(ax, box, f"data ({ref.shape[0]} test points){outside_text(ref, box)}", names)
         else:
             pts, dropped = drawn[panel]
-            ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5, color="C1")
+            ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, color="C1")
             total = pts.shape[0] + dropped
-            square(ax, lim, f"{total} samples, T = {panel:g}{dropped_text(dropped, total)}")
+            frame(ax, box, f"{total} samples, T = {panel:g}{dropped_text(dropped, total)}"
+                  f"{outside_text(pts, box)}", names)
     if title:
         fig.suptitle(title)
     return fig
@@ -114,11 +172,12 @@ def plot_samples_2d(
     data: torch.Tensor | None = None,
     title: str = "",
     temperature: float = 1.0,
+    names: list[str] | None = None,
 ) -> Path:
     """Save :func:`samples_2d_figure` (one tensor of samples means one temperature)."""
     if torch.is_tensor(samples):
         samples = {temperature: samples}
-    return save_figure(samples_2d_figure(flow, samples, data, title), path)
+    return save_figure(samples_2d_figure(flow, samples, data, title, names=names), path)
 
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:

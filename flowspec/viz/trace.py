@@ -3,9 +3,11 @@
 Top row: test points on their way data -> latent, coloured by where they
 started. Bottom row: prior samples on their way latent -> data. The
 intermediate values come from the flow's own walks (``trace_forward`` /
-``trace_inverse``), not from a second graph walker. Every panel of a row
-shares that row's axis limits, so the panels compare (a node that spreads the
-points out shows it).
+``trace_inverse``), not from a second graph walker. The panels of a row share
+that row's axis limits when their scales are comparable, so a node that spreads
+the points out shows it; when they are not (data in natural units, e.g. a table
+at 170/60, next to the panels after a ``standardize``), every panel gets its own
+limits and ticks, and the figure says so.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 
 from flowspec.errors import FlowspecError
 from flowspec.viz.notes import warn_nonfinite
-from flowspec.viz.points import _plt, finite_points, save_figure
+from flowspec.viz.points import _plt, finite_points, robust_box, save_figure
 
 
 def _as_points(value) -> tuple | None:
@@ -27,8 +29,8 @@ def _as_points(value) -> tuple | None:
 
 
 def row_limit(panels: list, quantile: float = 0.999) -> float:
-    """One symmetric axis limit for a whole row of panels, so that they compare: the
-    ``quantile`` of |coordinate| over every panel's points, plus a margin."""
+    """One symmetric axis limit for a whole row of panels: the ``quantile`` of
+    |coordinate| over every panel's points, plus a margin."""
     import numpy as np
 
     pts = [p for _, (p, _) in panels if p.shape[0]]
@@ -37,10 +39,31 @@ def row_limit(panels: list, quantile: float = 0.999) -> float:
     return float(np.quantile(np.abs(np.concatenate(pts)), quantile)) * 1.1 + 1e-3
 
 
+#: a row's panels share limits unless the shared box is this many times a panel's own
+SHARE_UP_TO = 5.0
+
+
+def row_boxes(panels: list) -> tuple[list, bool]:
+    """``(one box per panel, shared?)``: the union of the panels' robust boxes when every
+    panel fills at least 1/SHARE_UP_TO of it in both axes, else each panel's own box."""
+    own = [robust_box(p) for _, (p, _) in panels]
+    if not own:
+        return [], True
+    union = (min(b[0] for b in own), max(b[1] for b in own),
+             min(b[2] for b in own), max(b[3] for b in own))
+    span = (union[1] - union[0], union[3] - union[2])
+    worst = max(max(span[0] / max(b[1] - b[0], 1e-12), span[1] / max(b[3] - b[2], 1e-12))
+                for b in own)
+    if worst <= SHARE_UP_TO:
+        return [union] * len(own), True
+    return own, False
+
+
 @torch.no_grad()
 def trace_figure(flow, x: torch.Tensor, n_samples: int = 2000, temperature: float = 1.0,
-                 max_panels: int = 12):
-    """The figure of :func:`plot_trace`; every panel of a row shares that row's limits."""
+                 max_panels: int = 12, names: list[str] | None = None):
+    """The figure of :func:`plot_trace` (see the module doc for the axes); ``names``:
+    the data's column names, for the data panel's axes."""
     if tuple(flow.input_shape) != (2,):
         raise FlowspecError("trace draws 2-D flows only", hint="this flow's input is "
                             f"{list(flow.input_shape)}")
@@ -65,12 +88,13 @@ def trace_figure(flow, x: torch.Tensor, n_samples: int = 2000, temperature: floa
 
     start = fwd[0][1][0]
     colour = np.arctan2(start[:, 1] - start[:, 1].mean(), start[:, 0] - start[:, 0].mean())
+    separate = []
     for row, panels, colours in ((0, fwd, colour), (1, inv, None)):
-        lim = row_limit(panels)
+        boxes, shared = row_boxes(panels)
+        if not shared:
+            separate.append("data → latent" if row == 0 else "latent → data")
         for c in range(cols):
             ax = axes[row][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
             if c >= len(panels):
                 ax.axis("off")
                 continue
@@ -80,17 +104,28 @@ def trace_figure(flow, x: torch.Tensor, n_samples: int = 2000, temperature: floa
                        cmap="hsv" if cs is not None else None, alpha=0.6)
             ax.set_title(name + (f"\n({dropped} non-finite dropped)" if dropped else ""),
                          fontsize=8)
-            ax.set_xlim(-lim, lim)
-            ax.set_ylim(-lim, lim)
-            ax.set_aspect("equal")
-        axes[row][0].set_yticks([-lim, 0, lim])
-        axes[row][0].set_yticklabels([f"{-lim:.2g}", "0", f"{lim:.2g}"], fontsize=7)
-    axes[0][0].set_ylabel("data → latent")
+            box = boxes[c]
+            ax.set_xlim(box[0], box[1])
+            ax.set_ylim(box[2], box[3])
+            ax.tick_params(labelsize=6)
+            if shared and c > 0:
+                ax.set_xticks([])
+                ax.set_yticks([])
+            else:
+                ax.locator_params(nbins=3)
+    if names:
+        axes[0][0].set_xlabel(names[0], fontsize=8)
+    axes[0][0].set_ylabel("data → latent" + (f"\n{names[1]}" if names else ""))
     axes[1][0].set_ylabel("latent → data")
+    if separate:
+        fig.suptitle(f"axes per panel in {' and '.join(separate)} (the panels' scales differ "
+                     "too much to share them, e.g. before and after standardize)", fontsize=9)
     return fig
 
 
 def plot_trace(flow, x: torch.Tensor, path: str | Path, n_samples: int = 2000,
-               temperature: float = 1.0, max_panels: int = 12) -> Path:
+               temperature: float = 1.0, max_panels: int = 12,
+               names: list[str] | None = None) -> Path:
     """Save :func:`trace_figure` as a PNG."""
-    return save_figure(trace_figure(flow, x, n_samples, temperature, max_panels), path, dpi=90)
+    return save_figure(trace_figure(flow, x, n_samples, temperature, max_panels, names), path,
+                       dpi=90)
