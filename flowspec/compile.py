@@ -406,7 +406,7 @@ class Flow(nn.Module):
     def data_fit_items(self) -> Sequence[tuple[str, nn.Module]]:
         """Modules fitted to training statistics before the first step, in the order data
         reaches them: the context standardization, then the nodes
-        (:mod:`flowspec.train.datafit`)."""
+        (:mod:`flowspec.data_statistics`)."""
         head = ([("context standardization", self.context_standardizer)]
                 if self.context_standardizer is not None else [])
         return [*head, *self.node_items()]

@@ -16,7 +16,7 @@ import flowspec
 from flowspec.data import open_dataset
 from flowspec.errors import DataError, FlowspecError
 from flowspec.spec import load_spec
-from flowspec.train.loop import train
+from flowspec.train import train
 from flowspec.train.report import Reporter
 
 
@@ -65,7 +65,7 @@ train: {{batch_size: 16, steps: {steps}, log_every: 1, sample_every: 0, eval_eve
 def test_discrete_columns_are_said_at_start_of_a_run(tmp_path):
     path = write_table(tmp_path / "t.csv", _table(), columns=["height", "sex", "visits"])
     rec = Recorder()
-    train(load_spec(_spec(path)), out_root=tmp_path / "runs", reporter=rec)
+    train(load_spec(_spec(path)), out=tmp_path / "runs", reporter=rec)
     warned = [line for line in rec.lines if line.startswith("warning:")]
     assert any("'sex' takes only 2 distinct value(s) (1, 2)" in w and "context" in w
                for w in warned), rec.lines
@@ -134,7 +134,7 @@ def test_constant_array_feature_advice_is_for_arrays(tmp_path):
 # -- empty splits ------------------------------------------------------------------------------
 def test_empty_validation_split_is_an_error_never_nll_zero(tmp_path):
     from flowspec.data import DataSplit
-    from flowspec.train.evaluate import evaluate_nll
+    from flowspec.objectives.nll import evaluate_nll
 
     x = np.random.default_rng(0).normal(size=(3, 2))
     path = write_table(tmp_path / "t.csv", x, columns=["a", "b"])
@@ -176,7 +176,7 @@ def test_uint8_image_file_is_image_data(tmp_path):
     src, prep = _open(tmp_path / "digits.npy")
     assert src.discrete and src.shape == (1, 8, 8) and src.load("train").x.dtype == torch.uint8
     assert prep.n_bits == 8 and prep.dequantize == "uniform"
-    result = train(load_spec(_image_spec(tmp_path / "digits.npy")), out_root=tmp_path / "runs",
+    result = train(load_spec(_image_spec(tmp_path / "digits.npy")), out=tmp_path / "runs",
                    reporter=Recorder())
     assert "bits_per_dim" in result.metrics
     flow = flowspec.load(result.run_dir)
@@ -221,7 +221,7 @@ def test_context_is_standardized_inside_the_flow(tmp_path):
     table = np.stack([rng.normal(size=200), rng.normal(size=200), target], 1)
     path = write_table(tmp_path / "c.csv", table, columns=["a", "b", "target"])
     rec = Recorder()
-    result = train(load_spec(_conditional_spec(path)), out_root=tmp_path / "runs", reporter=rec)
+    result = train(load_spec(_conditional_spec(path)), out=tmp_path / "runs", reporter=rec)
     assert any("context standardization" in line for line in rec.lines), rec.lines
     flow = flowspec.load(result.run_dir)  # statistics come back from the checkpoint
     cs = flow.context_standardizer
@@ -233,7 +233,7 @@ def test_context_is_standardized_inside_the_flow(tmp_path):
     assert torch.allclose(natural, scaled)
 
     off = train(load_spec(_conditional_spec(path, standardize=False)),
-                out_root=tmp_path / "runs", reporter=Recorder())
+                out=tmp_path / "runs", reporter=Recorder())
     assert flowspec.load(off.run_dir).context_standardizer is None
 
 
@@ -263,7 +263,7 @@ def test_declared_support_inserts_a_node_and_samples_stay_inside(tmp_path):
     spec = _spec(path, columns=("height", "weight", "score")).replace(
         'columns: ["height", "weight", "score"]}',
         'columns: ["height", "weight", "score"], support: {weight: positive, score: [0, 100]}}')
-    result = train(load_spec(spec), out_root=tmp_path / "runs", reporter=Recorder())
+    result = train(load_spec(spec), out=tmp_path / "runs", reporter=Recorder())
     flow = flowspec.load(result.run_dir)
     first_id, first = flow.node_items()[0]
     assert first_id == "data.support" and type(first).__name__ == "Support"
@@ -331,7 +331,7 @@ def _people(tmp_path, n=300):
 
 def _fitted(tmp_path, columns):
     from flowspec.data import open_spec_dataset
-    from flowspec.train.datafit import fit_statistics, tensor_batches
+    from flowspec.data_statistics import fit_statistics, tensor_batches
 
     path = _people(tmp_path)
     flow = flowspec.load(_spec(path, columns=columns))
@@ -466,7 +466,7 @@ def test_score_new_rows_with_the_runs_columns(tmp_path):
 
     path = _people(tmp_path)
     result = train(load_spec(_spec(path, columns=("height_cm", "weight_kg"))),
-                   out_root=tmp_path / "runs", reporter=Recorder())
+                   out=tmp_path / "runs", reporter=Recorder())
     flow = flowspec.load(result.run_dir)
     new = tmp_path / "new.csv"  # other column order, an extra text column, one odd row
     new.write_text("note,weight_kg,height_cm\nok,70,175\nodd,300,120\nok,60,165\n")
@@ -489,7 +489,7 @@ def test_a_table_of_other_width_suggests_the_specs_own_variable(tmp_path):
     spec = load_spec_on_file(SPECS[0].parent / "spline_tabular.yaml", path,
                              ["train.steps=1", "train.batch_size=16"])
     with pytest.raises(DataError) as info:
-        train(spec, out_root=tmp_path / "runs", reporter=Recorder())
+        train(spec, out=tmp_path / "runs", reporter=Recorder())
     assert "--set vars.D=4" in _message(info.value)
 
 
@@ -501,7 +501,7 @@ def test_a_spec_pointed_at_another_file_says_every_problem_at_once(tmp_path):
     spec = load_spec_on_file(SPECS[0].parent / "conditional_simulator.yaml", path,
                              ["train.steps=1"])  # keeps array: x, context: theta
     with pytest.raises(DataError) as info:
-        train(spec, out_root=tmp_path / "runs", reporter=Recorder())
+        train(spec, out=tmp_path / "runs", reporter=Recorder())
     msg = _message(info.value)
     assert len(info.value.problems) == 3, msg
     assert "`array` names an array" in msg and "array=null" in msg
@@ -514,7 +514,7 @@ def test_samples_of_dequantized_columns_are_written_on_their_values(tmp_path):
     from flowspec.data.export import write_samples
 
     path = write_table(tmp_path / "t.csv", _table(), columns=["height", "sex", "visits"])
-    result = train(load_spec(_spec(path, preprocess="[dequantize]")), out_root=tmp_path / "r",
+    result = train(load_spec(_spec(path, preprocess="[dequantize]")), out=tmp_path / "r",
                    reporter=Recorder())
     flow = flowspec.load(result.run_dir)
     out = write_samples(flow, tmp_path / "s.csv", 200)

@@ -150,7 +150,7 @@ class ContextStandardizer(torch.nn.Module):
     context it is given (``log_prob``, ``sample``, ``fit(context=)``, ``--context``)
     before the context net and the conditioners, so users pass contexts in their natural
     units and the nets see unit-scale numbers. Fitted through the same ``fit_data`` hook
-    as ``standardize`` (:mod:`flowspec.train.datafit`); the statistics are buffers saved
+    as ``standardize`` (:mod:`flowspec.data_statistics`); the statistics are buffers saved
     in checkpoints. Unfitted, it fits itself on its first train-mode batch and is the
     identity in eval mode (as in runs saved before it existed, which saw raw contexts).
     Turned off by ``model.context: {shape: [K], standardize: false}``.

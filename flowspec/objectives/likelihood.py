@@ -41,7 +41,6 @@ class MaximumLikelihood(Objective):
 
         cfg = spec.train
         self.source, self.prep = open_spec_dataset(spec, data_dir)
-        self.warnings = list(getattr(self.prep, "notes", ()))  # said at start (data columns)
         self.device = device
         #: the global batch (train.batch_size) and this rank's slice of it
         self.batch_size = cfg["batch_size"]
@@ -158,6 +157,10 @@ class MaximumLikelihood(Objective):
         if hasattr(inner, "record"):
             out["file"] = inner.record()
         return out
+
+    def start_warnings(self) -> list[str]:
+        """The data's own notes (discrete or few-valued columns, ...), said at start."""
+        return list(getattr(self.prep, "notes", ()))
 
     def train_metrics(self, row: dict[str, Any], flow: Flow) -> dict[str, Any]:
         """``bits_per_dim`` of the training NLL, for discrete data."""
