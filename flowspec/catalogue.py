@@ -21,12 +21,16 @@ if TYPE_CHECKING:
 def registries() -> list[tuple[Registry, str]]:
     """(registry, section title) for every kind of name a spec can use, in spec order."""
     from flowspec.bijectors import NODES
+    from flowspec.bijectors.transformers import TRANSFORMERS
     from flowspec.data import DATASETS, PREPROCESS
     from flowspec.distributions import PRIORS
     from flowspec.energies import ENERGIES
     from flowspec.nets import NETS
 
-    return [(NODES, "Bijector nodes"), (NETS, "Conditioner networks"), (PRIORS, "Priors"),
+    return [(NODES, "Bijector nodes"),
+            (TRANSFORMERS, "Transformers (the elementwise maps of coupling, autoregressive, "
+                           "elementwise)"),
+            (NETS, "Conditioner networks"), (PRIORS, "Priors"),
             (DATASETS, "Datasets"), (PREPROCESS, "Preprocessing steps"),
             (ENERGIES, "Energies (reverse-KL targets)")]
 
@@ -102,6 +106,14 @@ def inverse_kind(entry: Entry) -> str:
     return f"{solved} numerical (tol {getattr(cls, 'tolerance', 0):g})"
 
 
+def transformer_inverse_kind(entry: Entry) -> str:
+    """How a transformer is inverted, for the catalogue."""
+    cls = entry.obj
+    if getattr(cls, "analytic_inverse", True):
+        return "analytic"
+    return f"numerical (tol {getattr(cls, 'tolerance', 0):g})"
+
+
 def registry_markdown(reg: Registry, title: str) -> str:
     lines = [f"### {title}", ""]
     for entry in public(reg):
@@ -111,6 +123,8 @@ def registry_markdown(reg: Registry, title: str) -> str:
         lines += [head, "", doc_markdown(entry.doc), ""]
         if reg.kind == "node":
             lines += [f"Inverse: {inverse_kind(entry)}.", ""]
+        if reg.kind == "transformer":
+            lines += [f"Inverse: {transformer_inverse_kind(entry)}.", ""]
         rows = param_rows(entry)
         if rows:
             lines += ["| parameter | type | default | description |", "| --- | --- | --- | --- |"]

@@ -34,7 +34,8 @@ def invoke(*args):
 
 def test_every_registry_is_in_the_catalogue():
     kinds = {reg.kind for reg, _ in registries()}
-    assert kinds == {"node", "net", "prior", "dataset", "preprocessing step", "energy"}
+    assert kinds == {"node", "transformer", "net", "prior", "dataset", "preprocessing step",
+                     "energy"}
     text = catalogue_markdown()
     for reg, title in registries():
         assert f"### {title}" in text

@@ -50,11 +50,13 @@ def registries() -> dict[str, Registry]:
     import flowspec.distributions
     import flowspec.energies
     import flowspec.nets
+    from flowspec.bijectors.transformers import TRANSFORMERS
     from flowspec.data.base import DATASETS, PREPROCESS
 
     return {
         "node": flowspec.bijectors.NODES,
         "net": flowspec.nets.NETS,
+        "transformer": TRANSFORMERS,
         "prior": flowspec.distributions.PRIORS,
         "energy": flowspec.energies.ENERGIES,
         "dataset": DATASETS,
