@@ -7,7 +7,9 @@ in closed form (UMNN: exactly its integrand), so the density direction is one pa
 the inverse solves one monotone 1-D equation per entry with the shared safeguarded
 Newton/bisection solver (:func:`flowspec.numerics.solve_monotone`) to machine
 precision -- the stated tolerance (1e-5, relative beyond ``|x| = 1``) is what float32
-guarantees. As with every transformer, ``theta = 0`` is the identity.
+guarantees. ``theta = 0`` is the identity for ``bernstein`` and ``umnn``; ``sos`` and the
+sigmoidal flows carry fixed symmetry-breaking offsets (see their docs), without which
+zero-initialised conditioners could never leave their starting point.
 """
 
 from __future__ import annotations
@@ -51,10 +53,15 @@ class SOSPolynomial(Solved):
     Σ_k p_k(u)² du`` with ``p_k`` of degree ``r``, integrated in closed form.
 
     ``1 + k (r + 1)`` numbers per entry. The ``x`` term (a unit floor on the
-    derivative) keeps ``f`` strictly increasing everywhere, so log-dets stay finite
-    and zero parameters are the identity; the polynomial grows like
-    ``x^(2r+1)``, so standardise the data (or keep ``degree`` small).
+    derivative) keeps ``f`` strictly increasing everywhere, so log-dets stay finite;
+    the polynomial grows like ``x^(2r+1)``, so standardise the data (or keep
+    ``degree`` small). At ``a = 0`` every ``p_k²`` has zero gradient, so polynomial k
+    carries a fixed offset ``0.01 (1 + k // (r+1)) u^(k mod (r+1))``: distinct per
+    polynomial (the gradients differ), small (zero parameters are within about 1e-3
+    of the identity on [-2, 2]).
     """
+
+    identity_at_zero = False
 
     def __init__(self, shape: Shape = (), *, polynomials: int = 3, degree: int = 2):
         super().__init__(shape)
@@ -63,6 +70,9 @@ class SOSPolynomial(Solved):
         # one-hot map from the (l, m) products to the power l + m they contribute to
         index = (torch.arange(n)[:, None] + torch.arange(n)[None]).reshape(-1)
         self.register_buffer("to_power", F.one_hot(index, 2 * n - 1).double(), persistent=False)
+        k = torch.arange(self.k)
+        offset = F.one_hot(k % n, n).double() * (0.01 * (1 + k // n)).double()[:, None]
+        self.register_buffer("offset", offset, persistent=False)
 
     @classmethod
     def count(cls, polynomials: int = 3, degree: int = 2, **params):
@@ -71,6 +81,7 @@ class SOSPolynomial(Solved):
     def forward(self, x, theta):
         n = self.r + 1
         shift, a = theta[..., 0], theta[..., 1:].unflatten(-1, (self.k, n))
+        a = a + self.offset.to(a.dtype)
         powers = x[..., None] ** torch.arange(2 * n, device=x.device, dtype=x.dtype)
         p = (a * powers[..., None, :n]).sum(-1)  # [..., k]: the polynomials at x
         products = (a[..., :, :, None] * a[..., :, None, :]).sum(-3).flatten(-2)
@@ -225,11 +236,20 @@ _DSF_UNITS = {"type": "integer", "minimum": 1, "default": 8,
 
 
 class _SigmoidalFlow(Solved):
-    """Shared: ``layers`` deep sigmoidal layers of ``units`` units (DSF is one layer)."""
+    """Shared: ``layers`` deep sigmoidal layers of ``units`` units (DSF is one layer).
+
+    Units with equal parameters get equal gradients and stay equal (the layer would
+    be one sigmoid), so unit j's bias carries a fixed offset, evenly spaced in [-2, 2];
+    zero parameters are a fixed increasing map, not the identity.
+    """
+
+    identity_at_zero = False
 
     def __init__(self, shape: Shape, units: int, layers: int):
         super().__init__(shape)
         self.units, self.layers = int(units), int(layers)
+        spread = torch.linspace(-2.0, 2.0, self.units) if self.units > 1 else torch.zeros(1)
+        self.register_buffer("bias_offset", spread.double(), persistent=False)
 
     @staticmethod
     def _sizes(units: int, layers: int) -> list[tuple[int, int]]:
@@ -254,7 +274,7 @@ class _SigmoidalFlow(Solved):
             else:
                 lin, log_dlin = h, logd
             slope = _MIN_INCREMENT + F.softplus(theta[..., at:at + m] + _UNIT_G)
-            pre = slope * lin + theta[..., at + m:at + 2 * m]
+            pre = slope * lin + theta[..., at + m:at + 2 * m] + self.bias_offset.to(x.dtype)
             log_dpre = torch.log(slope) + log_dlin
             at += 2 * m
             log_w = torch.log_softmax(theta[..., at:at + b * m].unflatten(-1, (b, m)), -1)

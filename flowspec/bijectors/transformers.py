@@ -12,7 +12,11 @@ Conventions shared by every transformer:
 * ``theta`` has the shape of ``x`` plus a last dim of ``P`` (:meth:`Transformer.count`);
   all numbers are unconstrained (a conditioner's raw output);
 * ``theta = 0`` is the identity map, so zero-initialised conditioners start as the
-  identity (the affine ``sigmoid`` form is Glow's, which starts as a scaling);
+  identity (the affine ``sigmoid`` form is Glow's, which starts as a scaling) -- except
+  where the identity is a symmetric point the gradient cannot leave (``sos``: every
+  squared polynomial has zero gradient at zero; ``dsf``/``ddsf``: identical units get
+  identical updates forever), which start from a fixed near-identity map instead
+  (``identity_at_zero = False``);
 * ``f`` is a bijection of the real line (tails are linear or unbounded);
 * transformers without a closed-form inverse (``analytic_inverse = False``) are
   inverted by the shared safeguarded Newton/bisection solver to ``tolerance``.
@@ -49,6 +53,8 @@ class Transformer(nn.Module):
     #: whether :meth:`inverse` is closed-form; otherwise it is solved to ``tolerance``
     analytic_inverse: ClassVar[bool] = True
     tolerance: ClassVar[float] = 0.0
+    #: whether ``theta = 0`` is the identity (else a fixed increasing near-identity map)
+    identity_at_zero: ClassVar[bool] = True
 
     def __init__(self, shape: Shape = (), **_: Any):
         super().__init__()
