@@ -14,7 +14,7 @@ tabular.py's matched cases; every variant trains on the same minibatch stream):
 
 Runs in the tabular benchmark's venv (zuko is not a flowspec dependency):
 
-    OMP_NUM_THREADS=1 python benchmarks/ar_gap.py --seeds 0,1,2 --steps 1000
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/ar_gap.py --seeds 0,1,2 --steps 1000
 """
 
 from __future__ import annotations
@@ -119,6 +119,8 @@ def main(argv=None) -> int:
     ap.add_argument("--families", default="maf,nsf")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--variants", default="flowspec,flowspec+init,flowspec+exp,zuko",
+                    help="which of the variants to run (comma-separated)")
     args = ap.parse_args(argv)
     data = tabular.Data(args.toy, None, None)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -129,6 +131,8 @@ def main(argv=None) -> int:
         gaps: dict[str, list[float]] = {}
         for seed in seeds:
             for name, (make, patch) in variants(case, data.d).items():
+                if name not in args.variants.split(","):
+                    continue
                 torch.manual_seed(seed)
                 model, log_prob = make()
                 r = train(model, log_prob, data, case, seed, patch)

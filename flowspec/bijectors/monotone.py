@@ -1,6 +1,6 @@
 """Transformers without a closed-form inverse: sum-of-squares polynomials (SOS flows),
-Bernstein polynomials, unconstrained monotonic networks (UMNN) and deep (dense)
-sigmoidal flows (NAF's DSF / DDSF).
+Bernstein polynomials, unconstrained monotonic networks (UMNN), deep (dense)
+sigmoidal flows (NAF's DSF / DDSF) and Flow++'s logistic-mixture CDF.
 
 Each is a strictly increasing bijection of the real line whose derivative is known
 in closed form (UMNN: exactly its integrand), so the density direction is one pass;
@@ -330,4 +330,52 @@ class DDSF(_SigmoidalFlow):
         return cls._count(units, layers)
 
 
-__all__: list[Any] = ["SOSPolynomial", "BernsteinPolynomial", "UMNN", "DSF", "DDSF"]
+
+
+@TRANSFORMERS.register(
+    "logistic_mixture",
+    schema=params_schema(
+        components={"type": "integer", "minimum": 1, "default": 4,
+                    "description": "logistic components K of the mixture CDF"},
+    ),
+    category="numerical inverse",
+)
+class LogisticMixtureCDF(Solved):
+    """Flow++'s elementwise map (Ho et al. 2019): ``y = logit(Σ_k π_k σ((x - μ_k) e^(-s_k)))
+    · e^a + b``, the inverse sigmoid of a K-component logistic-mixture CDF, then affine.
+
+    ``3K + 2`` numbers per entry (mixture logits, means, log-scales, ``a``, ``b``);
+    evaluated in log space like the sigmoidal flows. Equal components would get equal
+    updates forever, so component k's mean carries a fixed offset evenly spaced in
+    [-2, 2]; the log-scale and ``a`` are soft-clamped to (-7, 7) and (-5, 5).
+    """
+
+    identity_at_zero = False
+
+    def __init__(self, shape: Shape = (), *, components: int = 4):
+        super().__init__(shape)
+        self.k = int(components)
+        spread = torch.linspace(-2.0, 2.0, self.k) if self.k > 1 else torch.zeros(1)
+        self.register_buffer("mean_offset", spread.double(), persistent=False)
+
+    @classmethod
+    def count(cls, components: int = 4, **params):
+        return 3 * int(components) + 2
+
+    def forward(self, x, theta):
+        k = self.k
+        log_pi = torch.log_softmax(theta[..., :k], -1)
+        mu = theta[..., k:2 * k] + self.mean_offset.to(x.dtype)
+        log_s = 7.0 * torch.tanh(theta[..., 2 * k:3 * k] / 7.0)
+        a = 5.0 * torch.tanh(theta[..., 3 * k] / 5.0)
+        z = (x[..., None] - mu) * torch.exp(-log_s)
+        ls, lms = F.logsigmoid(z), F.logsigmoid(-z)
+        log_cdf = torch.logsumexp(log_pi + ls, -1)
+        log_sf = torch.logsumexp(log_pi + lms, -1)
+        log_pdf = torch.logsumexp(log_pi + ls + lms - log_s, -1)
+        y = (log_cdf - log_sf) * torch.exp(a) + theta[..., 3 * k + 1]
+        return y, log_pdf - log_cdf - log_sf + a
+
+
+__all__: list[Any] = ["SOSPolynomial", "BernsteinPolynomial", "UMNN", "DSF", "DDSF",
+                     "LogisticMixtureCDF"]
