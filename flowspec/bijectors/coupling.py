@@ -145,6 +145,10 @@ _SMALL_RESNET = {"resnet": {"blocks": 1, "width": 4}}
         {"in_shape": [4], "params": {"net": _small_mlp(), "transformer": {"dsf": {"units": 3}}}},
         {"in_shape": [3], "params": {"net": _small_mlp(),
                                      "transformer": {"ddsf": {"units": 3, "layers": 2}}}},
+        {"in_shape": [2, 2, 4], "params": {  # Flow++'s coupling
+            "mask": "checkerboard",
+            "net": {"attention": {"blocks": 1, "width": 4, "heads": 2, "zero_init": False}},
+            "transformer": {"logistic_mixture": {"components": 2}}}},
     ],
 )
 class GenericCoupling(Coupling):
