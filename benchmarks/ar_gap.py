@@ -10,6 +10,9 @@ tabular.py's matched cases; every variant trains on the same minibatch stream):
 * ``flowspec+init``: the MADEs' last layers re-drawn with PyTorch's default init (zuko's);
 * ``flowspec+exp`` (NSF only): spline derivatives ``exp(softclip(d))`` bounded to
   [1e-3, 1e3] (zuko's parametrisation), zero init kept;
+* ``flowspec+zspline`` (NSF only): zuko's whole spline parametrisation -- the exp
+  derivatives above plus bin-width and -height logits soft-clipped to
+  ``w / (1 + |2 w / log 1e-3|)`` before the softmax;
 * ``zuko``: zuko 1.6's MAF / NSF.
 
 Runs in the tabular benchmark's venv (zuko is not a flowspec dependency):
@@ -46,11 +49,17 @@ def _exp_derivatives(d: torch.Tensor) -> torch.Tensor:
     return excess + torch.log(-torch.expm1(-excess)) - _UNIT_DERIVATIVE  # softplus⁻¹
 
 
+def _clip_bins(w: torch.Tensor) -> torch.Tensor:
+    return w / (1 + (2 * w / LOG_SLOPE).abs())
+
+
 @contextmanager
-def exp_derivatives():
+def exp_derivatives(clip_bins: bool = False):
     original = transformers.rq_spline
 
     def patched(x, w, h, d, bound, inverse=False):
+        if clip_bins:
+            w, h = _clip_bins(w), _clip_bins(h)
         return original(x, w, h, _exp_derivatives(d), bound, inverse)
 
     transformers.rq_spline = patched
@@ -108,6 +117,7 @@ def variants(case, d):
     out = {"flowspec": (fs(), None), "flowspec+init": (fs(True), None)}
     if case.family == "nsf":
         out["flowspec+exp"] = (fs(), exp_derivatives)
+        out["flowspec+zspline"] = (fs(), lambda: exp_derivatives(clip_bins=True))
     out["zuko"] = (zk, None)
     return out
 
