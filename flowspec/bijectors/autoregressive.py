@@ -212,6 +212,7 @@ class IAF(_AffineAutoregressive):
          "params": {"hidden": [6], "bins": 2, "order": [2, 0, 1], "parity": 1,
                     "bound": 1.0}},
         {"in_shape": [2], "params": {"hidden": [], "bins": 3}},
+        {"in_shape": [3], "params": {"hidden": [6], "bins": 4, "parametrization": "zuko"}},
     ],
 )
 class RQSplineAutoregressive(Autoregressive):
@@ -228,8 +229,10 @@ class RQSplineAutoregressive(Autoregressive):
     def __init__(self, in_shape: Shape, context_shape: Shape | None = None, *,
                  hidden: Sequence[int] = (256, 256), activation: str = "relu",
                  order: Any = "natural", seed: int | None = None, parity: int = 0,
-                 bins: int = 8, bound: float = 3.0):
-        super().__init__(in_shape, context_shape, {"rq_spline": {"bins": bins, "bound": bound}},
+                 bins: int = 8, bound: float = 3.0, parametrization: str = "durkan"):
+        super().__init__(in_shape, context_shape,
+                         {"rq_spline": {"bins": bins, "bound": bound,
+                                        "parametrization": parametrization}},
                          hidden=hidden, activation=activation, order=order, seed=seed,
                          parity=parity)
         self.bins = int(bins)

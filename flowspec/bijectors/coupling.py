@@ -281,6 +281,8 @@ class AffineCoupling(Coupling):
         {"in_shape": [2, 2, 3], "params": {"mask": "checkerboard", "bins": 2,
                                            "net": {"resnet": {"blocks": 1, "width": 4}}}},
         {"in_shape": [2], "params": {"bins": 2, "bound": 1.0, "net": {"mlp": {"hidden": [4]}}}},
+        {"in_shape": [3], "params": {"bins": 3, "parametrization": "zuko",
+                                     "net": {"mlp": {"hidden": [4], "zero_init": False}}}},
     ],
 )
 class RQSplineCoupling(Coupling):
@@ -297,9 +299,10 @@ class RQSplineCoupling(Coupling):
 
     def __init__(self, in_shape: Shape, context_shape: Shape | None = None, *,
                  mask: str = "half", parity: int = 0, net: Any = None, bins: int = 8,
-                 bound: float = 3.0):
+                 bound: float = 3.0, parametrization: str = "durkan"):
         super().__init__(in_shape, context_shape, mask, parity, net,
-                         {"rq_spline": {"bins": bins, "bound": bound}})
+                         {"rq_spline": {"bins": bins, "bound": bound,
+                                        "parametrization": parametrization}})
         self.bins = int(bins)
         self.bound = float(bound)
 

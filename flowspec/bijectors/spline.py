@@ -27,7 +27,28 @@ SPLINE_SCHEMA: dict[str, Any] = {
              "description": "spline bins K"},
     "bound": {"type": "number", "exclusiveMinimum": 0, "default": 3.0,
               "description": "tail bound B: the spline acts on [-B, B], identity outside"},
+    "parametrization": {
+        "enum": ["durkan", "zuko"], "default": "durkan",
+        "description": "durkan: softmax bin sizes, derivatives 1e-3 + softplus (Durkan et al.); "
+        "zuko: bin logits soft-clipped to |l| < 3.45 before the softmax, derivatives "
+        "exp(softclip) in [1e-3, 1e3] (zuko; learns checkerboard faster, "
+        "see benchmarks/ar_gap.py)"},
 }
+#: zuko's bound on the spline's slopes: the soft clips use log(1e-3)
+_LOG_SLOPE = math.log(1e-3)
+
+
+def _bin_logits(raw: torch.Tensor, parametrization: str) -> torch.Tensor:
+    if parametrization == "zuko":
+        return raw / (1 + (2 * raw / _LOG_SLOPE).abs())
+    return raw
+
+
+def _knot_derivatives(raw: torch.Tensor, parametrization: str) -> torch.Tensor:
+    """Positive knot derivatives from raw numbers; zero raw means slope 1 in both."""
+    if parametrization == "zuko":
+        return torch.exp(raw / (1 + (raw / _LOG_SLOPE).abs()))
+    return MIN_DERIVATIVE + F.softplus(raw + _UNIT_DERIVATIVE)
 #: softplus(_UNIT_DERIVATIVE) + MIN_DERIVATIVE == 1: zero net output gives slope 1 everywhere.
 _UNIT_DERIVATIVE = math.log(math.expm1(1.0 - MIN_DERIVATIVE))
 
@@ -50,6 +71,7 @@ def rq_spline(
     unnormalized_derivatives: torch.Tensor,
     bound: float,
     inverse: bool = False,
+    parametrization: str = "durkan",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Elementwise RQ spline with identity tails: ``(y, log|dy/dx|)``, both shaped like ``x``.
 
@@ -60,10 +82,11 @@ def rq_spline(
     """
     if autocast_active(x.device.type):
         return run_fp32(rq_spline, x, unnormalized_widths, unnormalized_heights,
-                        unnormalized_derivatives, bound, inverse)
+                        unnormalized_derivatives, bound, inverse, parametrization)
     inside = (x >= -bound) & (x <= bound)
     out, log_deriv = rq_core(x.clamp(-bound, bound), unnormalized_widths, unnormalized_heights,
-                             F.pad(unnormalized_derivatives, (1, 1)), bound, inverse)
+                             F.pad(unnormalized_derivatives, (1, 1)), bound, inverse,
+                             parametrization)
     return torch.where(inside, out, x), torch.where(inside, log_deriv, torch.zeros_like(x))
 
 
@@ -74,6 +97,7 @@ def rq_core(
     unnormalized_derivatives: torch.Tensor,
     bound: float,
     inverse: bool = False,
+    parametrization: str = "durkan",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The spline on ``[-bound, bound]`` (``xc`` inside it) with all ``K + 1`` knot
     derivatives given (a zero input means slope 1): ``(y, log|dy/dx|)``.
@@ -83,10 +107,10 @@ def rq_core(
     """
     if autocast_active(xc.device.type):
         return run_fp32(rq_core, xc, unnormalized_widths, unnormalized_heights,
-                        unnormalized_derivatives, bound, inverse)
-    xk, widths = _knots(unnormalized_widths, bound, MIN_WIDTH)
-    yk, heights = _knots(unnormalized_heights, bound, MIN_HEIGHT)
-    d = MIN_DERIVATIVE + F.softplus(unnormalized_derivatives + _UNIT_DERIVATIVE)
+                        unnormalized_derivatives, bound, inverse, parametrization)
+    xk, widths = _knots(_bin_logits(unnormalized_widths, parametrization), bound, MIN_WIDTH)
+    yk, heights = _knots(_bin_logits(unnormalized_heights, parametrization), bound, MIN_HEIGHT)
+    d = _knot_derivatives(unnormalized_derivatives, parametrization)
     edges = yk if inverse else xk
     idx = torch.searchsorted(edges[..., 1:-1].contiguous(), xc[..., None].contiguous(),
                              right=True)

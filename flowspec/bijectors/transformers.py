@@ -187,9 +187,12 @@ class RQSpline(Transformer):
     """Monotone rational-quadratic spline (Neural Spline Flows) on ``[-bound, bound]``,
     identity outside: ``3 bins - 1`` numbers per entry, closed-form inverse."""
 
-    def __init__(self, shape: Shape = (), *, bins: int = 8, bound: float = 3.0):
+    def __init__(self, shape: Shape = (), *, bins: int = 8, bound: float = 3.0,
+                 parametrization: str = "durkan"):
         super().__init__(shape)
-        self.bins, self.bound = int(bins), float(bound)
+        if parametrization not in ("durkan", "zuko"):
+            raise ValueError(f"unknown spline parametrization '{parametrization}'")
+        self.bins, self.bound, self.parametrization = int(bins), float(bound), parametrization
 
     @classmethod
     def count(cls, bins: int = 8, **params):
@@ -199,7 +202,7 @@ class RQSpline(Transformer):
         k = self.bins
         # split, not three slices: its backward is one cat, not three zero-filled copies
         w, h, d = theta.split([k, k, k - 1], -1)
-        return rq_spline(x, w, h, d, self.bound, inverse)
+        return rq_spline(x, w, h, d, self.bound, inverse, self.parametrization)
 
     def forward(self, x, theta):
         return self._run(x, theta, False)
