@@ -98,6 +98,14 @@ def inverse_kind(entry: Entry) -> str:
     return f"{solved} numerical (tol {getattr(cls, 'tolerance', 0):g})"
 
 
+def transformer_inverse_kind(entry: Entry) -> str:
+    """How a transformer is inverted, for the catalogue."""
+    cls = entry.obj
+    if getattr(cls, "analytic_inverse", True):
+        return "analytic"
+    return f"numerical (tol {getattr(cls, 'tolerance', 0):g})"
+
+
 def registry_markdown(reg: Registry, title: str) -> str:
     lines = [f"### {title}", ""]
     for entry in public(reg):
@@ -107,6 +115,8 @@ def registry_markdown(reg: Registry, title: str) -> str:
         lines += [head, "", doc_markdown(entry.doc), ""]
         if reg.kind == "node":
             lines += [f"Inverse: {inverse_kind(entry)}.", ""]
+        if reg.kind == "transformer":
+            lines += [f"Inverse: {transformer_inverse_kind(entry)}.", ""]
         rows = param_rows(entry)
         if rows:
             lines += ["| parameter | type | default | description |", "| --- | --- | --- | --- |"]

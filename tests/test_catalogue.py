@@ -34,8 +34,8 @@ def invoke(*args):
 
 def test_every_registry_is_in_the_catalogue():
     kinds = {reg.kind for reg, _ in registries()}
-    assert kinds == {"node", "net", "prior", "dataset", "preprocessing step", "energy",
-                     "objective"}
+    assert kinds == {"node", "transformer", "net", "prior", "dataset", "preprocessing step",
+                     "energy", "objective"}
     text = catalogue_markdown()
     for reg, title in registries():
         assert f"### {title}" in text

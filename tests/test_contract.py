@@ -36,6 +36,7 @@ import pytest
 import torch
 
 from flowspec.bijectors import NODES
+from flowspec.bijectors.transformers import TRANSFORMERS
 from flowspec.check import jacobian_logdet, jitter_parameters
 from flowspec.distributions import PRIORS
 from flowspec.nets import NETS, build_net
@@ -95,10 +96,11 @@ def _draw(domain: str, batch: int, shape, gen: torch.Generator, dtype) -> torch.
 
 
 class Case:
-    """A node built from one registration example, with inputs, ready to check."""
+    """A node built from one registration example (an index, or an example itself), with
+    inputs, ready to check."""
 
-    def __init__(self, entry, index: int, dtype=torch.float64, device="cpu", seed: int = 0):
-        example = entry.examples[index]
+    def __init__(self, entry, index, dtype=torch.float64, device="cpu", seed: int = 0):
+        example = entry.examples[index] if isinstance(index, int) else index
         self.entry, self.cls = entry, entry.obj
         self.in_shape = _in_shape(entry, example)
         self.context_shape = _tuple(example.get("context_shape"))
@@ -135,11 +137,33 @@ class Case:
 
     @property
     def tolerance(self) -> float:
-        return float(getattr(self.cls, "tolerance", 0.0) or 0.0)
+        """The built node's own tolerance: a conditioner's depends on its transformer."""
+        return float(getattr(self.node, "tolerance", 0.0) or 0.0)
+
+    @property
+    def analytic(self) -> str:
+        return str(getattr(self.node, "analytic", "both"))
+
+
+def _transformer_cases():
+    """Every transformer in every conditioner node (a node whose schema has a
+    ``transformer`` parameter), on that node's first example, so a new transformer
+    or conditioner is covered with no new test code."""
+    out = []
+    for node in NODES:
+        if "transformer" not in node.schema.get("properties", {}):
+            continue
+        example = node.examples[0]
+        for t in TRANSFORMERS:
+            params = {**(example.get("params") or {}), "transformer": t.name}
+            out.append(pytest.param(node, {**example, "params": params},
+                                    id=f"{node.name}[{t.name}]"))
+    return out
 
 
 def _node_cases():
-    return [pytest.param(e, i, id=f"{e.name}[{i}]") for e in NODES for i in range(len(e.examples))]
+    return [pytest.param(e, i, id=f"{e.name}[{i}]") for e in NODES
+            for i in range(len(e.examples))] + _transformer_cases()
 
 
 def _entries(reg):
@@ -176,7 +200,8 @@ def _check_defaults(entry, structural: tuple[str, ...]) -> None:
 def _check_schema(entry, examples_params) -> None:
     jsonschema.Draft7Validator.check_schema(entry.schema)
     # Shared definitions ($ref: "#/definitions/net" ...) accept anything here.
-    wrapped = {**entry.schema, "definitions": {"net": {}, "prior": {}, "energy": {}}}
+    wrapped = {**entry.schema,
+               "definitions": {"net": {}, "prior": {}, "energy": {}, "transformer": {}}}
     validator = jsonschema.Draft7Validator(wrapped)
     for params in examples_params:
         errors = [e.message for e in validator.iter_errors(params or {})]
@@ -194,6 +219,30 @@ def test_node_registration(entry):
         assert entry.obj.tolerance > 0, "a numerically inverted node states its tolerance"
     _check_defaults(entry, ("in_shape", "context_shape"))
     _check_schema(entry, [ex.get("params") for ex in entry.examples])
+
+
+@pytest.mark.parametrize("entry", _entries(TRANSFORMERS))
+def test_transformer_registration(entry):
+    """Doc, schema defaults == constructor defaults, a stated tolerance when solved, and
+    ``count`` agrees with what the transformer reads; zero parameters are the identity
+    (or, where declared otherwise, an increasing map)."""
+    assert entry.doc.strip(), f"transformer '{entry.name}' has no doc"
+    _check_defaults(entry, ("shape",))
+    _check_schema(entry, [])
+    if not entry.obj.analytic_inverse:
+        assert entry.obj.tolerance > 0, "a numerically inverted transformer states its tolerance"
+    params = entry.defaults()
+    with default_dtype(torch.float64):
+        t = entry.obj((3,), **params)
+    x = torch.linspace(-2.5, 2.5, 12, dtype=torch.float64).reshape(4, 3)
+    theta = torch.zeros(4, 3, entry.obj.count(**params), dtype=torch.float64)
+    y, ld = t(x, theta)
+    if entry.obj.identity_at_zero:
+        assert torch.allclose(y, x, atol=1e-9)
+        assert torch.allclose(ld, torch.zeros_like(x), atol=1e-9)
+    else:
+        flat = y.reshape(-1)
+        assert (flat[1:] > flat[:-1]).all() and torch.isfinite(ld).all()
 
 
 @pytest.mark.parametrize("entry,index", _node_cases())
@@ -216,11 +265,12 @@ def test_node_float64(entry, index):
     assert _maxabs(ld + ld_inv) <= max(1e-9, c.tolerance), (
         "forward and inverse log-dets do not cancel")
 
-    if c.cls.analytic == "inverse":
+    if c.analytic == "inverse":
         ref, got = jacobian_logdet(node.inverse, y, ctx), ld_inv
     else:
         ref, got = jacobian_logdet(node, x, ctx), ld
-    assert torch.allclose(got.detach(), ref, rtol=1e-8, atol=1e-8), (
+    ld_tol = max(1e-8, c.tolerance)
+    assert torch.allclose(got.detach(), ref, rtol=1e-8, atol=ld_tol), (
         f"log-det {got.tolist()} != autograd log|det J| {ref.tolist()}")
 
     with torch.no_grad():

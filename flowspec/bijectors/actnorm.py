@@ -9,29 +9,8 @@ from torch import nn
 
 from flowspec.bijectors.base import NODES, Bijector, Shape
 from flowspec.errors import ShapeError
+from flowspec.nets.actnorm import initial_bias_and_log_scale
 from flowspec.registry import params_schema
-
-#: channels whose initial std is below this keep unit scale (a constant channel
-#: would otherwise get a huge scale that blows up the next batch).
-_MIN_STD = 1e-6
-
-
-def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and (population) variance of ``x`` over batch and positions.
-
-    Under ``torch.distributed`` the sums are all-reduced, so every replica
-    initialises from the statistics of the global batch and stays in sync.
-    """
-    xt = x.detach().transpose(0, 1).reshape(x.shape[1], -1).double()
-    count = torch.tensor(float(xt.shape[1]), dtype=torch.float64, device=x.device)
-    sums = torch.stack([xt.sum(1), (xt * xt).sum(1)])
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(sums)
-        dist.all_reduce(count)
-    mean = sums[0] / count
-    var = (sums[1] / count - mean * mean).clamp_min(0.0)
-    return mean, var
 
 
 @NODES.register(
@@ -73,11 +52,8 @@ class ActNorm(Bijector):
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:
         """Set bias and scale so that ``forward(x)`` has zero mean, unit variance per channel."""
-        mean, var = _channel_stats(x)
-        std = var.sqrt()
-        log_scale = torch.where(std > _MIN_STD, -torch.log(std.clamp_min(_MIN_STD)),
-                                torch.zeros_like(std))
-        self.bias.copy_((-mean).reshape(self.bias.shape).to(self.bias.dtype))
+        bias, log_scale = initial_bias_and_log_scale(x)
+        self.bias.copy_(bias.reshape(self.bias.shape).to(self.bias.dtype))
         self.log_scale.copy_(log_scale.reshape(self.log_scale.shape).to(self.log_scale.dtype))
         self.initialized.fill_(True)
 

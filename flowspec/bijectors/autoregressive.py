@@ -12,7 +12,9 @@ it is not numerical, so ``analytic = "both"``.
 * ``iaf``: the same map turned around -- the inverse (latent -> data, sampling and
   reverse KL) is one pass, the density takes D passes;
 * ``rq_spline_autoregressive``: a monotone RQ spline per dimension instead of an
-  affine map, forward in one pass.
+  affine map, forward in one pass;
+* ``autoregressive``: any transformer (:mod:`flowspec.bijectors.transformers`), the
+  fast side chosen by ``fast``; the three above are its classic pairs.
 
 Parameters shared by all three: ``hidden`` and ``activation`` of the MADE, and
 ``order``/``seed``/``parity`` of the autoregressive order (write ``parity: ${i}``
@@ -27,7 +29,13 @@ from typing import Any
 import torch
 
 from flowspec.bijectors.base import NODES, Bijector, Shape
-from flowspec.bijectors.spline import SPLINE_SCHEMA, rq_spline
+from flowspec.bijectors.spline import SPLINE_SCHEMA
+from flowspec.bijectors.transformers import (
+    TRANSFORMER_SCHEMA,
+    Transformer,
+    build_transformer,
+    transformer_count,
+)
 from flowspec.errors import ShapeError
 from flowspec.nets.made import MADE, ORDER_SCHEMA, SEED_SCHEMA, check_order, make_ranks
 from flowspec.nets.mlp import ACTIVATIONS
@@ -55,7 +63,7 @@ def _params(**extra: dict[str, Any]) -> dict[str, Any]:
 
 
 class Autoregressive(Bijector):
-    """Shared machinery: a MADE on the one-pass side, ``elementwise`` on every dimension.
+    """Shared machinery: a MADE on the one-pass side, the transformer on every dimension.
 
     ``_fast(u)`` computes ``y = f(u; theta(u))`` in one MADE pass; ``_slow(y)``
     inverts it in D passes. Subclasses say which of them is ``forward``.
@@ -63,13 +71,16 @@ class Autoregressive(Bijector):
 
     n_params: int = 2
 
-    def __init__(self, in_shape: Shape, context_shape: Shape | None, n_params: int, *,
+    def __init__(self, in_shape: Shape, context_shape: Shape | None, transformer: Any, *,
                  hidden: Sequence[int], activation: str, order: Any, seed: int | None,
                  parity: int):
         super().__init__(tuple(in_shape), context_shape)
         self._check(in_shape, order)
         d = int(in_shape[0])
-        self.n_params = n_params
+        # shape (): one set of transformer-owned parameters, as the D-pass solve sees one
+        # dimension at a time
+        self.transformer: Transformer = build_transformer(transformer, ())
+        self.n_params = n_params = transformer_count(transformer)
         ranks = make_ranks(d, order, seed, parity)
         self.made = MADE((d,), (d * n_params,), context_shape, hidden=list(hidden),
                          activation=activation, order=ranks.tolist(), zero_init=True)
@@ -86,10 +97,18 @@ class Autoregressive(Bijector):
         cls._check(tuple(in_shape), order)
         return tuple(in_shape)
 
+    def _solved(self, fast_is_forward: bool) -> None:
+        """Mark the slow direction as numerical when the transformer has no closed inverse."""
+        if not self.transformer.analytic_inverse:
+            self.analytic = "forward" if fast_is_forward else "inverse"  # type: ignore[misc]
+            self.tolerance = self.transformer.tolerance  # type: ignore[misc]
+
     # per-dimension map: y = f(u; theta); theta [..., P]
     def elementwise(self, u: torch.Tensor, theta: torch.Tensor, inverse: bool):
         """``(out, log|d out / d in|)`` elementwise; ``inverse`` maps y back to u."""
-        raise NotImplementedError
+        if inverse:
+            return self.transformer.inverse(u, theta)
+        return self.transformer(u, theta)
 
     def _fast(self, u: torch.Tensor, context: torch.Tensor | None):
         theta = self.made(u, context).view(u.shape[0], u.shape[1], self.n_params)
@@ -121,17 +140,11 @@ class _AffineAutoregressive(Autoregressive):
                  hidden: Sequence[int] = (256, 256), activation: str = "relu",
                  order: Any = "natural", seed: int | None = None, parity: int = 0,
                  log_scale_bound: float = 5.0):
-        super().__init__(in_shape, context_shape, 2, hidden=hidden, activation=activation,
-                         order=order, seed=seed, parity=parity)
+        super().__init__(in_shape, context_shape,
+                         {"affine": {"scale": "soft", "bound": log_scale_bound}},
+                         hidden=hidden, activation=activation, order=order, seed=seed,
+                         parity=parity)
         self.log_scale_bound = float(log_scale_bound)
-
-    def elementwise(self, u, theta, inverse):
-        bound = self.log_scale_bound
-        s = bound * torch.tanh(theta[..., 0] / bound)
-        t = theta[..., 1]
-        if inverse:
-            return (u - t) * torch.exp(-s), -s
-        return u * torch.exp(s) + t, s
 
 
 _MLP_SMALL: dict[str, Any] = {"hidden": [8]}
@@ -199,6 +212,7 @@ class IAF(_AffineAutoregressive):
          "params": {"hidden": [6], "bins": 2, "order": [2, 0, 1], "parity": 1,
                     "bound": 1.0}},
         {"in_shape": [2], "params": {"hidden": [], "bins": 3}},
+        {"in_shape": [3], "params": {"hidden": [6], "bins": 4, "parametrization": "zuko"}},
     ],
 )
 class RQSplineAutoregressive(Autoregressive):
@@ -215,17 +229,14 @@ class RQSplineAutoregressive(Autoregressive):
     def __init__(self, in_shape: Shape, context_shape: Shape | None = None, *,
                  hidden: Sequence[int] = (256, 256), activation: str = "relu",
                  order: Any = "natural", seed: int | None = None, parity: int = 0,
-                 bins: int = 8, bound: float = 3.0):
-        super().__init__(in_shape, context_shape, 3 * int(bins) - 1, hidden=hidden,
-                         activation=activation, order=order, seed=seed, parity=parity)
+                 bins: int = 8, bound: float = 3.0, parametrization: str = "durkan"):
+        super().__init__(in_shape, context_shape,
+                         {"rq_spline": {"bins": bins, "bound": bound,
+                                        "parametrization": parametrization}},
+                         hidden=hidden, activation=activation, order=order, seed=seed,
+                         parity=parity)
         self.bins = int(bins)
         self.bound = float(bound)
-
-    def elementwise(self, u, theta, inverse):
-        k = self.bins
-        # split, not three slices: its backward is one cat, not three zero-filled copies
-        widths, heights, derivatives = theta.split([k, k, k - 1], -1)
-        return rq_spline(u, widths, heights, derivatives, self.bound, inverse)
 
     def forward(self, x, context=None):
         return self._fast(x, self._ctx(context))
@@ -233,3 +244,69 @@ class RQSplineAutoregressive(Autoregressive):
     def inverse(self, y, context=None):
         return self._slow(y, self._ctx(context))
 
+
+
+@NODES.register(
+    "autoregressive",
+    schema=_params(
+        transformer=TRANSFORMER_SCHEMA,
+        fast={"enum": ["forward", "inverse"], "default": "forward",
+              "description": "the one-pass direction: forward (density, as maf) or inverse "
+              "(sampling, as iaf); the other runs D sequential passes"},
+    ),
+    category="autoregressive",
+    examples=[
+        {"in_shape": [3], "params": {"hidden": [8]}},
+        {"in_shape": [3], "context_shape": [2],
+         "params": {"hidden": [8], "fast": "inverse", "transformer": "additive"}},
+        {"in_shape": [3], "params": {"hidden": [8], "order": "reverse",
+                                     "transformer": {"rq_spline": {"bins": 3}}}},
+        {"in_shape": [2], "params": {"hidden": [6],
+                                     "transformer": {"circular_rq_spline": {"bins": 4}}}},
+        {"in_shape": [3], "params": {"hidden": [8],
+                                     "transformer": {"sos": {"polynomials": 2, "degree": 3}}}},
+        {"in_shape": [2], "params": {"hidden": [8], "fast": "inverse",
+                                     "transformer": {"bernstein": {"degree": 6}}}},
+        {"in_shape": [3], "context_shape": [1],
+         "params": {"hidden": [8], "transformer": {"umnn": {"hidden": [8], "embedding": 2,
+                                                             "nodes": 16}}}},
+        {"in_shape": [2], "params": {"hidden": [8], "transformer": {
+            "umnn": {"hidden": [6], "embedding": 1, "quadrature": "clenshaw_curtis"}}}},
+        {"in_shape": [3], "params": {"hidden": [8], "transformer": {"dsf": {"units": 4}}}},
+        {"in_shape": [2], "params": {"hidden": [8], "fast": "inverse",
+                                     "transformer": {"ddsf": {"units": 3, "layers": 3}}}},
+    ],
+)
+class GenericAutoregressive(Autoregressive):
+    """Masked autoregressive layer with any transformer: a MADE predicts each
+    dimension's transformer parameters from the earlier dimensions (NAF with ``dsf`` /
+    ``ddsf``, UNAF with ``umnn``, SOS flows with ``sos``, Bernstein flows with
+    ``bernstein``, neural spline flows with ``rq_spline``, MAF with ``affine``).
+
+    ``fast: forward`` (the default): the density is one MADE pass and sampling runs
+    D sequential passes; ``fast: inverse`` swaps them (IAF). With a numerically
+    inverted transformer each sequential pass solves its dimension to the
+    transformer's tolerance, so sampling (or, with ``fast: inverse``, the density)
+    is numerical.
+    """
+
+    def __init__(self, in_shape: Shape, context_shape: Shape | None = None, *,
+                 hidden: Sequence[int] = (256, 256), activation: str = "relu",
+                 order: Any = "natural", seed: int | None = None, parity: int = 0,
+                 transformer: Any = "affine", fast: str = "forward"):
+        super().__init__(in_shape, context_shape, transformer, hidden=hidden,
+                         activation=activation, order=order, seed=seed, parity=parity)
+        if fast not in ("forward", "inverse"):
+            raise ValueError(f"fast must be 'forward' or 'inverse', got {fast!r}")
+        self.fast = fast
+        self._solved(fast == "forward")
+
+    def forward(self, x, context=None):
+        if self.fast == "forward":
+            return self._fast(x, self._ctx(context))
+        return self._slow(x, self._ctx(context))
+
+    def inverse(self, y, context=None):
+        if self.fast == "forward":
+            return self._slow(y, self._ctx(context))
+        return self._fast(y, self._ctx(context))

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from flowspec.autocast import upcast
-from flowspec.bijectors.base import NODES, Bijector, Shape
+from flowspec.bijectors.base import NODES, Bijector, Shape, sum_except_batch
+from flowspec.bijectors.transformers import (
+    TRANSFORMER_SCHEMA,
+    Transformer,
+    build_transformer,
+    transformer_count,
+)
 from flowspec.errors import ShapeError
 from flowspec.registry import params_schema
 
@@ -135,3 +142,52 @@ class Affine(Bijector):
 
     def inverse(self, y, context=None):
         return (y - self.shift) / self.scale, y.new_full((y.shape[0],), -self._logdet_value)
+
+
+@NODES.register(
+    "elementwise",
+    schema=params_schema(transformer=TRANSFORMER_SCHEMA),
+    category="elementwise",
+    examples=[
+        {"in_shape": [3], "params": {"transformer": {"rq_spline": {"bins": 4}}}},
+        {"in_shape": [2, 2, 2], "params": {"transformer": {"affine": {"scale": "tanh"}}}},
+        {"in_shape": [2], "params": {"transformer": {"circular_rq_spline": {"bins": 3}}}},
+        {"in_shape": [3], "params": {"transformer": {"sos": {"polynomials": 2}}}},
+        {"in_shape": [2], "params": {"transformer": {"bernstein": {"degree": 4}}}},
+        {"in_shape": [2], "params": {"transformer": {"umnn": {"hidden": [4], "embedding": 2}}}},
+        {"in_shape": [2], "params": {"transformer": {"ddsf": {"units": 2}}}},
+    ],
+)
+class Elementwise(Bijector):
+    """A transformer with its own learned parameters per entry (no conditioner): each
+    coordinate gets an independent monotone map (e.g. marginal spline warping before a
+    coupling stack, or circular splines on each angle).
+
+    The parameters start at zero, so the node starts as the identity. A context, if
+    the flow has one, is ignored.
+    """
+
+    def __init__(self, in_shape: Shape, context_shape: Shape | None = None, *,
+                 transformer: Any = "affine"):
+        super().__init__(tuple(in_shape), context_shape)
+        self.transformer: Transformer = build_transformer(transformer, tuple(in_shape))
+        self.theta = nn.Parameter(torch.zeros(*in_shape, transformer_count(transformer)))
+        if not self.transformer.analytic_inverse:
+            self.analytic = "forward"  # type: ignore[misc]
+            self.tolerance = self.transformer.tolerance  # type: ignore[misc]
+
+    @classmethod
+    def out_shape(cls, in_shape, transformer="affine", **_):
+        transformer_count(transformer)
+        return tuple(in_shape)
+
+    def _theta(self, x: torch.Tensor) -> torch.Tensor:
+        return self.theta.to(x.dtype).expand(x.shape[0], *self.theta.shape)
+
+    def forward(self, x, context=None):
+        y, ld = self.transformer(x, self._theta(x))
+        return y, sum_except_batch(ld)
+
+    def inverse(self, y, context=None):
+        x, ld = self.transformer.inverse(y, self._theta(y))
+        return x, sum_except_batch(ld)

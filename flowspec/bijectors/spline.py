@@ -1,4 +1,5 @@
-"""Rational-quadratic spline coupling (Durkan et al. 2019, "Neural Spline Flows").
+"""Rational-quadratic splines (Durkan et al. 2019, "Neural Spline Flows"), the math of
+the ``rq_spline`` and ``circular_rq_spline`` transformers.
 
 The transformed entries go through a monotone piecewise rational-quadratic
 function on ``[-B, B]`` with ``K`` bins whose widths, heights and interior knot
@@ -16,10 +17,6 @@ import torch
 from torch.nn import functional as F
 
 from flowspec.autocast import autocast_active, run_fp32
-from flowspec.bijectors.base import NODES, Shape
-from flowspec.bijectors.coupling import NET_SCHEMA, Coupling
-from flowspec.bijectors.masks import MASK_SCHEMA, PARITY_SCHEMA
-from flowspec.registry import params_schema
 
 MIN_WIDTH = 1e-3
 MIN_HEIGHT = 1e-3
@@ -30,7 +27,28 @@ SPLINE_SCHEMA: dict[str, Any] = {
              "description": "spline bins K"},
     "bound": {"type": "number", "exclusiveMinimum": 0, "default": 3.0,
               "description": "tail bound B: the spline acts on [-B, B], identity outside"},
+    "parametrization": {
+        "enum": ["durkan", "zuko"], "default": "durkan",
+        "description": "durkan: softmax bin sizes, derivatives 1e-3 + softplus (Durkan et al.); "
+        "zuko: bin logits soft-clipped to |l| < 3.45 before the softmax, derivatives "
+        "exp(softclip) in [1e-3, 1e3] (zuko; learns checkerboard faster, "
+        "see benchmarks/ar_gap.py)"},
 }
+#: zuko's bound on the spline's slopes: the soft clips use log(1e-3)
+_LOG_SLOPE = math.log(1e-3)
+
+
+def _bin_logits(raw: torch.Tensor, parametrization: str) -> torch.Tensor:
+    if parametrization == "zuko":
+        return raw / (1 + (2 * raw / _LOG_SLOPE).abs())
+    return raw
+
+
+def _knot_derivatives(raw: torch.Tensor, parametrization: str) -> torch.Tensor:
+    """Positive knot derivatives from raw numbers; zero raw means slope 1 in both."""
+    if parametrization == "zuko":
+        return torch.exp(raw / (1 + (raw / _LOG_SLOPE).abs()))
+    return MIN_DERIVATIVE + F.softplus(raw + _UNIT_DERIVATIVE)
 #: softplus(_UNIT_DERIVATIVE) + MIN_DERIVATIVE == 1: zero net output gives slope 1 everywhere.
 _UNIT_DERIVATIVE = math.log(math.expm1(1.0 - MIN_DERIVATIVE))
 
@@ -53,6 +71,7 @@ def rq_spline(
     unnormalized_derivatives: torch.Tensor,
     bound: float,
     inverse: bool = False,
+    parametrization: str = "durkan",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Elementwise RQ spline with identity tails: ``(y, log|dy/dx|)``, both shaped like ``x``.
 
@@ -63,14 +82,35 @@ def rq_spline(
     """
     if autocast_active(x.device.type):
         return run_fp32(rq_spline, x, unnormalized_widths, unnormalized_heights,
-                        unnormalized_derivatives, bound, inverse)
+                        unnormalized_derivatives, bound, inverse, parametrization)
     inside = (x >= -bound) & (x <= bound)
-    xc = x.clamp(-bound, bound)
-    xk, widths = _knots(unnormalized_widths, bound, MIN_WIDTH)
-    yk, heights = _knots(unnormalized_heights, bound, MIN_HEIGHT)
-    d = MIN_DERIVATIVE + F.softplus(
-        F.pad(unnormalized_derivatives + _UNIT_DERIVATIVE, (1, 1), value=_UNIT_DERIVATIVE))
+    out, log_deriv = rq_core(x.clamp(-bound, bound), unnormalized_widths, unnormalized_heights,
+                             F.pad(unnormalized_derivatives, (1, 1)), bound, inverse,
+                             parametrization)
+    return torch.where(inside, out, x), torch.where(inside, log_deriv, torch.zeros_like(x))
 
+
+def rq_core(
+    xc: torch.Tensor,
+    unnormalized_widths: torch.Tensor,
+    unnormalized_heights: torch.Tensor,
+    unnormalized_derivatives: torch.Tensor,
+    bound: float,
+    inverse: bool = False,
+    parametrization: str = "durkan",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spline on ``[-bound, bound]`` (``xc`` inside it) with all ``K + 1`` knot
+    derivatives given (a zero input means slope 1): ``(y, log|dy/dx|)``.
+
+    :func:`rq_spline` pins the end slopes to 1 (identity tails); the circular
+    spline shares one end slope between both ends.
+    """
+    if autocast_active(xc.device.type):
+        return run_fp32(rq_core, xc, unnormalized_widths, unnormalized_heights,
+                        unnormalized_derivatives, bound, inverse, parametrization)
+    xk, widths = _knots(_bin_logits(unnormalized_widths, parametrization), bound, MIN_WIDTH)
+    yk, heights = _knots(_bin_logits(unnormalized_heights, parametrization), bound, MIN_HEIGHT)
+    d = _knot_derivatives(unnormalized_derivatives, parametrization)
     edges = yk if inverse else xk
     idx = torch.searchsorted(edges[..., 1:-1].contiguous(), xc[..., None].contiguous(),
                              right=True)
@@ -97,51 +137,4 @@ def rq_spline(
                  - 2 * torch.log(s + slack * t))
     if inverse:
         log_deriv = -log_deriv
-    return torch.where(inside, out, x), torch.where(inside, log_deriv, torch.zeros_like(x))
-
-
-@NODES.register(
-    "rq_spline_coupling",
-    schema=params_schema(
-        mask=MASK_SCHEMA,
-        parity=PARITY_SCHEMA,
-        net=NET_SCHEMA,
-        **SPLINE_SCHEMA,
-    ),
-    category="coupling",
-    examples=[
-        {"in_shape": [4], "params": {"bins": 4, "net": {"mlp": {"hidden": [8]}}}},
-        {"in_shape": [5], "context_shape": [2],
-         "params": {"mask": "alternate", "parity": 1, "bins": 3, "bound": 2.0,
-                    "net": {"mlp": {"hidden": [8], "zero_init": False}}}},
-        {"in_shape": [2, 2, 3], "params": {"mask": "checkerboard", "bins": 2,
-                                           "net": {"resnet": {"blocks": 1, "width": 4}}}},
-        {"in_shape": [2], "params": {"bins": 2, "bound": 1.0, "net": {"mlp": {"hidden": [4]}}}},
-    ],
-)
-class RQSplineCoupling(Coupling):
-    """Rational-quadratic spline coupling (Neural Spline Flows): a far more flexible
-    elementwise map than affine, still with a closed-form inverse and log-det.
-
-    Monotone RQ spline on ``[-bound, bound]`` with ``bins`` bins; identity
-    (linear tails) outside. Bin widths and heights are at least 1e-3 of the
-    interval and derivatives at least 1e-3. The derivatives are offset so a
-    zero conditioner output is the identity map: with the default zero-initialised
-    nets the coupling starts as the identity.
-    """
-
-    def __init__(self, in_shape: Shape, context_shape: Shape | None = None, *,
-                 mask: str = "half", parity: int = 0, net: Any = None, bins: int = 8,
-                 bound: float = 3.0):
-        super().__init__(in_shape, context_shape, mask, parity, net, n_params=3 * bins - 1)
-        self.bins = int(bins)
-        self.bound = float(bound)
-
-    @classmethod
-    def out_shape(cls, in_shape, mask="half", parity=0, net=None, bins=8, **_):
-        return cls._check(in_shape, mask, parity, net, 3 * bins - 1)
-
-    def elementwise(self, part, h, inverse):
-        h = h.movedim(1, -1)
-        k = self.bins
-        return rq_spline(part, h[..., :k], h[..., k:2 * k], h[..., 2 * k:], self.bound, inverse)
+    return out, log_deriv

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from flowspec.errors import ShapeError
+from flowspec.nets.actnorm import ActNormLayer
 from flowspec.nets.base import NETS, context_as_channels, context_channel_count
 from flowspec.registry import params_schema
 
@@ -117,13 +118,11 @@ class GlowCNN(nn.Module):
 
 
 class _NetActNorm(nn.Module):
-    """ActNorm used as a plain normalisation layer inside a net (log-det discarded)."""
+    """ActNorm used as a plain normalisation layer inside a net (no log-det)."""
 
     def __init__(self, channels: int, spatial: Any):
         super().__init__()
-        from flowspec.bijectors.actnorm import ActNorm
-
-        self.an = ActNorm((channels, *spatial))
+        self.an = ActNormLayer(channels, tuple(spatial))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.an(x)[0]
+        return self.an(x)

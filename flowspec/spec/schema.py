@@ -52,11 +52,13 @@ def registries() -> dict[str, Registry]:
     import flowspec.energies
     import flowspec.nets
     import flowspec.objectives
+    from flowspec.bijectors.transformers import TRANSFORMERS
     from flowspec.data.base import DATASETS, PREPROCESS
 
     return {
         "node": flowspec.bijectors.NODES,
         "net": flowspec.nets.NETS,
+        "transformer": TRANSFORMERS,
         "prior": flowspec.distributions.PRIORS,
         "dataset": DATASETS,
         "preprocess": PREPROCESS,
