@@ -160,6 +160,8 @@ class MAF(_AffineAutoregressive):
     the identity.
     """
 
+    reconstruct = "checkpoint"  # its inverse costs D passes: recompute from the input
+
     def forward(self, x, context=None):
         return self._fast(x, self._ctx(context))
 
@@ -211,6 +213,8 @@ class RQSplineAutoregressive(Autoregressive):
     one MADE pass; the inverse runs D exact sequential passes (each a closed-form
     quadratic solve). A zero MADE output is the identity map.
     """
+
+    reconstruct = "checkpoint"  # its inverse costs D passes: recompute from the input
 
     def __init__(self, in_shape: Shape, context_shape: Shape | None = None, *,
                  hidden: Sequence[int] = (256, 256), activation: str = "relu",
