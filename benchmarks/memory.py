@@ -10,6 +10,9 @@ adds is gradients + whatever backward keeps of the forward pass:
   with glibc's mmap threshold fixed so freed activations leave the resident set;
 * CUDA: the caching allocator's peak above what was allocated before the step.
 
+Step time: wall clock on CUDA; on CPU the process's CPU time (other jobs on the
+machine do not count), so run it with ``--threads 1`` for comparable numbers.
+
 "activations" is that peak minus the gradients' size (= the parameters' size). The
 goal of ``invertible``: flat in K (at K=32 at most 1.2x its K=4 value).
 
@@ -95,9 +98,11 @@ def child(k: int, mode: str, batch: int, width: int, levels: int, device: str) -
         peak = torch.cuda.max_memory_allocated(dev) - before
     else:
         with RssPeak() as m:
-            t0 = time.perf_counter()
+            # this process's CPU time: robust to other jobs on a shared machine (with
+            # --threads 1 it is the step's compute; the sampling thread sleeps)
+            t0 = time.process_time()
             step()
-            seconds = time.perf_counter() - t0
+            seconds = time.process_time() - t0
         peak = m.peak - m.base
     return {"K": k, "mode": mode, "seconds": seconds, "step_peak": peak,
             "params": param_bytes, "activations": peak - param_bytes}
@@ -123,8 +128,10 @@ def main() -> None:
                                args.device)))
         return
     mib = 2.0 ** 20
+    clock = "wall" if args.device.startswith("cuda") else "CPU"
     print(f"Glow 3x32x32, L={args.levels}, width {args.width}, batch {args.batch}, "
-          f"{args.device}; one train step (the second), each in a fresh process")
+          f"{args.device}; one train step (the second), each in a fresh process; "
+          f"{clock} time")
     print("| K | train.memory | step peak (MiB) | of which activations (MiB) | step (s) | "
           "vs none |")
     print("|---|---|---|---|---|---|")

@@ -54,6 +54,10 @@ def _params(**extra: dict[str, Any]) -> dict[str, Any]:
     return params_schema(**COMMON_SCHEMA, **extra)
 
 
+#: the most sequential passes an exported graph unrolls (flowspec export)
+MAX_EXPORT_PASSES = 64
+
+
 class Autoregressive(Bijector):
     """Shared machinery: a MADE on the one-pass side, ``elementwise`` on every dimension.
 
@@ -104,6 +108,17 @@ class Autoregressive(Bijector):
 
     def _ctx(self, context: torch.Tensor | None) -> torch.Tensor | None:
         return context if self.context_shape is not None else None
+
+    #: the direction that runs D sequential passes (MAF and the spline: the inverse)
+    slow_direction = "inverse"
+
+    def export_problem(self, direction: str) -> str | None:
+        """Exporters unroll the D passes of the slow direction: refuse large D."""
+        d = int(self.in_shape[0])
+        if direction == self.slow_direction and d > MAX_EXPORT_PASSES:
+            return (f"its {direction} runs D = {d} sequential passes; an exported graph "
+                    f"unrolls at most {MAX_EXPORT_PASSES}")
+        return None
 
 
 class _AffineAutoregressive(Autoregressive):
@@ -180,6 +195,8 @@ class IAF(_AffineAutoregressive):
     The choice for variational inference and reverse-KL fitting, where samples and
     their density are needed together. Same parameters as ``maf``.
     """
+
+    slow_direction = "forward"
 
     def forward(self, x, context=None):
         return self._slow(x, self._ctx(context))

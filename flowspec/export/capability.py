@@ -55,9 +55,13 @@ def blockers(flow: Flow, program: str) -> list[Blocker]:
     out = []
     for nid, node in flow.node_items():
         cls = type(node)
+        kind = getattr(cls, "registered_name", cls.__name__)
         if direction not in node_directions(cls):
-            out.append(Blocker(program, nid, getattr(cls, "registered_name", cls.__name__),
-                               node_note(cls, direction)))
+            out.append(Blocker(program, nid, kind, node_note(cls, direction)))
+            continue
+        problem = getattr(node, "export_problem", lambda _: None)(direction)
+        if problem:  # this instance's size, not its kind (e.g. D unrolled passes)
+            out.append(Blocker(program, nid, kind, problem))
     if program == "sample":
         for lid, prior in zip(flow.latent_names, flow.priors.values()):
             if prior.noise is None:
@@ -75,6 +79,13 @@ def catalogue_rows() -> list[dict[str, Any]]:
     for entry in NODES:
         dirs = node_directions(entry.obj)
         notes = [node_note(entry.obj, d) for d in ("forward", "inverse") if d not in dirs]
+        slow = getattr(entry.obj, "slow_direction", None)
+        if slow:  # autoregressive: the D sequential passes are unrolled
+            from flowspec.bijectors.autoregressive import MAX_EXPORT_PASSES
+
+            program = "log_prob" if slow == "forward" else "sample"
+            notes.append(f"{program} for D <= {MAX_EXPORT_PASSES} (its {slow} unrolls D "
+                         "sequential passes)")
         rows.append({"node": entry.name, "log_prob": "forward" in dirs,
                      "sample": "inverse" in dirs, "note": "; ".join(dict.fromkeys(notes))})
     return rows

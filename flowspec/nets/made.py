@@ -178,6 +178,7 @@ class MADE(nn.Module):
         with torch.no_grad():
             for k, mask in enumerate(self._masks(self.order.cpu())):
                 getattr(self, f"mask{k}").copy_(mask)
+        self._dims_by_rank = self.dims_by_rank.tolist()
 
     @classmethod
     def check_shapes(cls, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
