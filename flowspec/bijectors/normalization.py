@@ -17,11 +17,27 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """All-reduce (sum) whose gradient is the all-reduced gradient: every rank's loss
+    depends on every rank's contribution to the sum."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        t = t.clone()
+        torch.distributed.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.clone()
+        torch.distributed.all_reduce(grad)
+        return grad
+
+
 def _global_stats(x: torch.Tensor, dims: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and biased variance over every process's batch (a differentiable all-reduce
     of per-channel sums, so gradients see the global statistics as SyncBatchNorm does)."""
-    from torch.distributed.nn.functional import all_reduce
-
+    all_reduce = _SumOverRanks.apply
     xd = x.double()  # E[x^2] - E[x]^2 in float64: no cancellation at float32 rounding
     sums = all_reduce(torch.stack([xd.sum(dim=dims), (xd * xd).sum(dim=dims),
                                    xd.new_full((x.shape[1],), x.numel() // x.shape[1])]))
