@@ -16,7 +16,7 @@ from rich import box
 from rich.table import Table
 from rich.tree import Tree
 
-from flowspec_cli import experiment, runs
+from flowspec_cli import experiment, export_cmd, runs
 from flowspec_cli.cache import cached_output
 from flowspec_cli.common import (
     SetOption,
@@ -363,6 +363,7 @@ def nodes(markdown: bool = typer.Option(False, "--markdown", help="Markdown for 
 
 experiment.register(app, data_app)
 runs.register(app)
+export_cmd.register(app)
 
 
 def main() -> None:  # pragma: no cover

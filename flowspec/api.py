@@ -40,6 +40,14 @@ def build_flow(spec: Any) -> Flow:
     flow = Flow(spec.graph)
     flow.spec = spec
     flow.checkpoint_grads = bool(spec.train.get("checkpoint_grads", False))
+    flow.memory = spec.train.get("memory", "none")
+    if flow.memory == "invertible":
+        import warnings
+
+        from flowspec.memory import fallbacks
+
+        for line in fallbacks(flow.node_items()):
+            warnings.warn(line, stacklevel=2)
     return flow
 
 

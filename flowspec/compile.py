@@ -90,6 +90,9 @@ class Flow(nn.Module):
         if ctx_ir is not None and ctx_ir.net is not None:
             self.context_net = build_net(ctx_ir.net, self.context_shape, self.node_context_shape)
         self.checkpoint_grads = False
+        #: train.memory: "none" | "checkpoint" | "invertible" (flowspec/memory.py)
+        self.memory = "none"
+        self._memory_plan: Any = None
         #: the resolved spec this flow was built from (set by flowspec.load / training).
         self.spec: Any = None
         #: what the checkpoint it was loaded from says (step, epoch, metrics, seed);
@@ -182,13 +185,16 @@ class Flow(nn.Module):
             ctx = ctx.reshape(shape)
         if shape == (1,) and ctx.dim() == 1 and ctx.shape[0] == batch != 1:  # one per row
             ctx = ctx[:, None]
-        if tuple(ctx.shape) == shape:  # one context for every example
+        # (dims first: comparing a traced batch size with a context's size would guard it)
+        if ctx.dim() == len(shape) and tuple(ctx.shape) == shape:  # one for every example
             return ctx.expand(batch, *shape)
         if ctx.dim() == len(shape) + 1 and tuple(ctx.shape[1:]) == shape:
-            if ctx.shape[0] == 1 and batch != 1:  # context=[[150.0]]: broadcast to the batch
-                return ctx.expand(batch, *shape)
+            # one per example first: a traced (exported) flow's symbolic batch then needs
+            # no guard on its size
             if ctx.shape[0] == batch:
                 return ctx
+            if ctx.shape[0] == 1:  # context=[[150.0]]: broadcast to the batch
+                return ctx.expand(batch, *shape)
             raise FlowspecError(f"the context has {ctx.shape[0]} rows for {batch} examples",
                                 hint=f"give one context row per example, {want}")
         raise FlowspecError(f"the context has shape {list(ctx.shape)}; this flow takes {want}",
@@ -219,16 +225,29 @@ class Flow(nn.Module):
 
     # -- walks -----------------------------------------------------------------------
     def _run(self, fn: Callable, inp: Any, context: Any):
-        if self.checkpoint_grads and self.training and torch.is_grad_enabled():
+        if ((self.checkpoint_grads or self.memory == "checkpoint") and self.training
+                and torch.is_grad_enabled()):
             return checkpoint(fn, inp, context, use_reentrant=False)
         return fn(inp, context)
+
+    def _forward_plan(self, x: torch.Tensor, trace: TraceFn | None):
+        """The nodes to run forwards: one by one, or grouped into invertible chains."""
+        if (self.memory != "invertible" or trace is not None or not self.training
+                or not torch.is_grad_enabled()):
+            return self._fwd, self._fwd_drop
+        from flowspec import memory
+
+        if self._memory_plan is None:
+            self._memory_plan = memory.forward_plan(self), memory.checkpoint_plan(self)
+        # In bf16/fp16 no inverse is exact: said once, then run as train.memory: checkpoint.
+        return self._memory_plan[1 if memory.inexact_here(x) else 0]
 
     def _forward_walk(self, x: torch.Tensor, context: torch.Tensor | None, trace: TraceFn | None):
         vals: dict[str, Any] = {self.graph.input_port: x}
         # Log-dets accumulate in at least float32, also when autocast makes nodes emit bf16.
         logdet = upcast(x.new_zeros(x.shape[0]))
         trace = trace or self.watch
-        for (nid, node, ins, outs), drop in zip(self._fwd, self._fwd_drop):
+        for (nid, node, ins, outs), drop in zip(*self._forward_plan(x, trace)):
             inp = vals[ins[0]] if len(ins) == 1 else tuple(vals[p] for p in ins)
             for p in drop:
                 del vals[p]
@@ -249,6 +268,7 @@ class Flow(nn.Module):
         temperature: float,
         context: torch.Tensor | None,
         trace: TraceFn | None,
+        noise: dict[str, torch.Tensor] | None = None,
     ):
         vals: dict[str, Any] = {}
         latents: dict[str, torch.Tensor] = {}
@@ -259,6 +279,9 @@ class Flow(nn.Module):
                 lid, prior, port, cond = item
                 if given is not None:
                     z = given[lid]
+                elif noise is not None:  # deterministic sampling (exported programs)
+                    z = prior.from_noise(noise[lid], temperature, context,
+                                         vals[cond] if cond else None)
                 else:
                     z = prior.sample(n, temperature, context, vals[cond] if cond else None)
                 latents[lid] = z
@@ -344,6 +367,16 @@ class Flow(nn.Module):
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
             ctx = self.prepare_context(context, n)
             return self._inverse_walk(None, n, temperature, ctx, None)[0]
+
+    def sample_from_noise(self, noise: Latents, *, temperature: float = 1.0,
+                          context: Any = None) -> torch.Tensor:
+        """Samples decoded from given base noise (one tensor per latent, shaped like the
+        latents; each prior maps its standard noise to a latent): deterministic, so an
+        exported sampler takes the noise as an input."""
+        given = self._unpack(noise)
+        n = next(iter(given.values())).shape[0]
+        ctx = self.prepare_context(context, n)
+        return self._inverse_walk(None, n, temperature, ctx, None, noise=given)[0]
 
     def sample_with_latents(self, n: int, *, temperature: float = 1.0, context: Any = None,
                             grad: bool = False) -> tuple[torch.Tensor, Latents]:

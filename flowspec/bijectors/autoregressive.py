@@ -62,12 +62,18 @@ def _params(**extra: dict[str, Any]) -> dict[str, Any]:
     return params_schema(**COMMON_SCHEMA, **extra)
 
 
+#: the most sequential passes an exported graph unrolls (flowspec export)
+MAX_EXPORT_PASSES = 64
+
+
 class Autoregressive(Bijector):
     """Shared machinery: a MADE on the one-pass side, the transformer on every dimension.
 
     ``_fast(u)`` computes ``y = f(u; theta(u))`` in one MADE pass; ``_slow(y)``
     inverts it in D passes. Subclasses say which of them is ``forward``.
     """
+
+    reconstruct = "checkpoint"  # one direction costs D passes: recompute from the input
 
     n_params: int = 2
 
@@ -123,6 +129,17 @@ class Autoregressive(Bijector):
 
     def _ctx(self, context: torch.Tensor | None) -> torch.Tensor | None:
         return context if self.context_shape is not None else None
+
+    #: the direction that runs D sequential passes (MAF and the spline: the inverse)
+    slow_direction = "inverse"
+
+    def export_problem(self, direction: str) -> str | None:
+        """Exporters unroll the D passes of the slow direction: refuse large D."""
+        d = int(self.in_shape[0])
+        if direction == self.slow_direction and d > MAX_EXPORT_PASSES:
+            return (f"its {direction} runs D = {d} sequential passes; an exported graph "
+                    f"unrolls at most {MAX_EXPORT_PASSES}")
+        return None
 
 
 class _AffineAutoregressive(Autoregressive):
@@ -191,6 +208,8 @@ class IAF(_AffineAutoregressive):
     The choice for variational inference and reverse-KL fitting, where samples and
     their density are needed together. Same parameters as ``maf``.
     """
+
+    slow_direction = "forward"
 
     def forward(self, x, context=None):
         return self._slow(x, self._ctx(context))

@@ -47,6 +47,17 @@ class Bijector(nn.Module):
     analytic: ClassVar[str] = "both"
     #: absolute tolerance of the numerically solved direction (0 if exact).
     tolerance: ClassVar[float] = 0.0
+    #: which directions exporters (torch.export, ONNX) can trace to a static graph:
+    #: "both", "forward", "inverse" or "none"; None means the ``analytic`` ones (a
+    #: numerically solved direction iterates a data-dependent number of times).
+    exports: ClassVar[str | None] = None
+    #: why a direction does not export, named by ``flowspec export`` and the catalogue.
+    export_note: ClassVar[str] = ""
+    #: how ``train.memory: invertible`` treats the node (flowspec/memory.py): "exact"
+    #: (backward rebuilds its input by the inverse), "checkpoint" (inverse numerical or
+    #: costly: recompute from a kept input) or "keep" (its training forward has side
+    #: effects, e.g. batch statistics). None: "exact" when ``analytic`` is "both".
+    reconstruct: ClassVar[str | None] = None
 
     def __init__(self, in_shape: Shapes, context_shape: Shape | None = None, **_: Any):
         super().__init__()

@@ -132,6 +132,8 @@ class InvConv1x1(Bijector):
         return tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in self.parameters())
 
     def _use_cache(self) -> bool:
+        if torch.compiler.is_exporting():
+            return True  # the weights of an exported graph are constants (see weights())
         # Under torch.compile the weights are derived inside the graph (a few small
         # matmuls/solves): the version-keyed cache would graph-break and recompile per node.
         if self.training or not self.cache_inverse or torch.compiler.is_compiling():
@@ -142,6 +144,13 @@ class InvConv1x1(Bijector):
         """``(W, W^-1, log|det W|)``; cached in eval mode, keyed on the parameters' versions."""
         if not self._use_cache():
             return self._weight(), self._inverse_weight(), self._logdet()
+        if torch.compiler.is_exporting():
+            # Triangular solves and inverses have no ONNX op: an exported graph takes the
+            # weights an eager call of this eval-mode node cached -- the very numbers eager
+            # evaluation uses (flowspec.export runs the flow once before tracing it).
+            if self._cache is None:
+                raise RuntimeError("inv_conv1x1: run the flow once in eval mode before export")
+            return self._cache[1], self._cache[2], self._cache[3]
         key = self._cache_key()
         if self._cache is None or self._cache[0] != key:
             with torch.no_grad():

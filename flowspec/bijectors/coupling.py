@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from flowspec.autocast import run_fp32
-from flowspec.bijectors.base import NODES, Bijector, Shape
+from flowspec.bijectors.base import NODES, Bijector, Shape, batch_zeros
 from flowspec.bijectors.masks import MASK_SCHEMA, PARITY_SCHEMA, Partition, mask_shapes
 from flowspec.bijectors.spline import SPLINE_SCHEMA
 from flowspec.bijectors.transformers import (
@@ -112,6 +112,24 @@ class Coupling(Bijector):
 
     def inverse(self, y, context=None):
         return self._run(y, context, inverse=True)
+
+    def rebuild(self, y: torch.Tensor, context: torch.Tensor | None = None):
+        """Invertible backprop (flowspec/memory.py): the input of output ``y`` and the
+        forward map recomputed on it with autograd, in ONE conditioner pass -- the kept
+        part passes unchanged, so ``net(kept)`` serves the inverse and the forward alike.
+        Returns ``(leaves, x, y, logdet, grad_x)``: ``grad_x`` joins the leaves' grads."""
+        kept, part = self.partition.split(y)
+        kept = kept.detach().requires_grad_(True)
+        h = self.net(kept, context if self.context_shape is not None else None)
+        h = h.contiguous().reshape(h.shape[0], self.n_params, *self.partition.part_shape)
+        with torch.no_grad():
+            x_part, _ = run_fp32(self.elementwise, part, h, True)
+        x_part = x_part.detach().requires_grad_(True)
+        out, ld = run_fp32(self.elementwise, x_part, h, False)
+        y2 = self.partition.merge(kept, out)
+        ld2 = batch_zeros(y) if ld is None else self.partition.reduce(ld)
+        x = self.partition.merge(kept.detach(), x_part.detach())
+        return [kept, x_part], x, y2, ld2, lambda g: self.partition.merge(g[0], g[1])
 
 
 def _small_mlp(**extra: Any) -> dict[str, Any]:

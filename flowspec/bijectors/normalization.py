@@ -12,6 +12,41 @@ from flowspec.errors import ShapeError
 from flowspec.registry import params_schema
 
 
+def _world() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """All-reduce (sum) whose gradient is the all-reduced gradient: every rank's loss
+    depends on every rank's contribution to the sum."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        t = t.clone()
+        torch.distributed.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.clone()
+        torch.distributed.all_reduce(grad)
+        return grad
+
+
+def _global_stats(x: torch.Tensor, dims: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and biased variance over every process's batch (a differentiable all-reduce
+    of per-channel sums, so gradients see the global statistics as SyncBatchNorm does)."""
+    all_reduce = _SumOverRanks.apply
+    xd = x.double()  # E[x^2] - E[x]^2 in float64: no cancellation at float32 rounding
+    sums = all_reduce(torch.stack([xd.sum(dim=dims), (xd * xd).sum(dim=dims),
+                                   xd.new_full((x.shape[1],), x.numel() // x.shape[1])]))
+    mean = sums[0] / sums[2]
+    var = (sums[1] / sums[2] - mean * mean).clamp_min(0.0)
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return mean.reshape(shape)[0].to(x.dtype), var.reshape(shape)[0].to(x.dtype)
+
+
 @NODES.register(
     "batch_norm",
     schema=params_schema(
@@ -19,9 +54,13 @@ from flowspec.registry import params_schema
                   "description": "running = (1 - momentum) * running + momentum * batch"},
         eps={"type": "number", "exclusiveMinimum": 0, "default": 1e-5,
              "description": "added to the variance"},
+        sync={"type": "boolean", "default": False,
+              "description": "under data parallelism, batch statistics of the global batch "
+              "(all-reduced, as SyncBatchNorm) instead of each process's share"},
     ),
     category="normalization",
-    examples=[{"in_shape": [3]}, {"in_shape": [2, 3, 3], "params": {"momentum": 0.5}}],
+    examples=[{"in_shape": [3]}, {"in_shape": [2, 3, 3], "params": {"momentum": 0.5}},
+              {"in_shape": [4], "params": {"sync": True}}],
     warmup=True,
 )
 class BatchNorm(Bijector):
@@ -33,12 +72,18 @@ class BatchNorm(Bijector):
     come from the batch, over the batch and all positions, and update the
     running averages; the log-det treats them as constants for each example, as
     RealNVP does. In eval mode -- and in the inverse, which has no batch of data
-    to measure -- the running averages are used.
+    to measure -- the running averages are used. With ``sync: true`` under data
+    parallelism the batch statistics are those of the global batch (all processes),
+    so N processes train exactly as one with the same global batch.
     """
 
+    #: train-mode forward uses batch statistics the inverse cannot know (flowspec/memory.py)
+    reconstruct = "keep"
+
     def __init__(self, in_shape: Shape, context_shape: Shape | None = None, *,
-                 momentum: float = 0.1, eps: float = 1e-5):
+                 momentum: float = 0.1, eps: float = 1e-5, sync: bool = False):
         super().__init__(tuple(in_shape), context_shape)
+        self.sync = bool(sync)
         self.out_shape(in_shape)
         view = (in_shape[0],) + (1,) * (len(in_shape) - 1)
         self.momentum = float(momentum)
@@ -59,8 +104,11 @@ class BatchNorm(Bijector):
         if not self.training:
             return self.running_mean, self.running_var
         dims = [0, *range(2, x.dim())]
-        mean = x.mean(dim=dims, keepdim=True)[0]
-        var = x.var(dim=dims, unbiased=False, keepdim=True)[0]
+        if self.sync and _world() > 1:
+            mean, var = _global_stats(x, dims)
+        else:
+            mean = x.mean(dim=dims, keepdim=True)[0]
+            var = x.var(dim=dims, unbiased=False, keepdim=True)[0]
         with torch.no_grad():
             self.running_mean.lerp_(mean.detach(), self.momentum)
             self.running_var.lerp_(var.detach(), self.momentum)

@@ -112,8 +112,13 @@ def rq_core(
     yk, heights = _knots(_bin_logits(unnormalized_heights, parametrization), bound, MIN_HEIGHT)
     d = _knot_derivatives(unnormalized_derivatives, parametrization)
     edges = yk if inverse else xk
-    idx = torch.searchsorted(edges[..., 1:-1].contiguous(), xc[..., None].contiguous(),
-                             right=True)
+    if torch.compiler.is_exporting():
+        # ONNX has no searchsorted: count the interior edges <= x (the same bin index,
+        # at K times the memory, so only in exported graphs).
+        idx = (xc[..., None] >= edges[..., 1:-1]).sum(-1, keepdim=True)
+    else:
+        idx = torch.searchsorted(edges[..., 1:-1].contiguous(), xc[..., None].contiguous(),
+                                 right=True)
 
     def at(t: torch.Tensor, shift: int = 0) -> torch.Tensor:
         return t.gather(-1, idx + shift)[..., 0]

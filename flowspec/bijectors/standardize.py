@@ -182,14 +182,14 @@ class ContextStandardizer(torch.nn.Module):
         self._known = True
 
     def _load_from_state_dict(self, *args, **kwargs):
-        self._known = False
         super()._load_from_state_dict(*args, **kwargs)
+        # Read the flag once, eagerly: forward never reads a tensor to branch, so a
+        # traced or exported flow (torch.export, ONNX) has no data-dependent guard.
+        self._known = bool(self.fitted)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         if not self._known:
-            if bool(self.fitted):
-                self._known = True
-            elif self.training and context.shape[0] > 1:
+            if self.training and context.shape[0] > 1:
                 self.fit_data([context])
             else:
                 return context

@@ -84,6 +84,13 @@ class Sylvester(Bijector):
         elif kind == "householder":
             self.vectors = nn.Parameter(torch.randn(int(reflections), d))
 
+    def export_problem(self, direction: str) -> str | None:
+        """ONNX has no QR operator: the orthogonal kind's Q cannot be traced there."""
+        if self.kind == "orthogonal":
+            return ("kind: orthogonal builds Q by a QR decomposition of its parameters, which "
+                    "ONNX has no operator for (kind: householder or triangular exports)")
+        return None
+
     @staticmethod
     def _bottleneck(d: int, kind: str, m: int | None) -> int:
         if kind not in KINDS:

@@ -69,6 +69,11 @@ class TarFlow(Bijector):
     flow has one, is ignored.
     """
 
+    reconstruct = "checkpoint"  # sampling costs T passes: recompute from the input
+    exports = "forward"
+    export_note = ("its inverse runs one transformer pass per patch (T sequential passes); an "
+                   "exported sampler would unroll them all: sample in PyTorch")
+
     def __init__(self, in_shape: Shape, context_shape: Shape | None = None, *, patch: int = 4,
                  width: int = 256, layers: int = 4, heads: int = 4, parity: int = 0,
                  transformer: Any = "affine"):

@@ -25,6 +25,10 @@ PRIORS = Registry("prior", plugin_group="flowspec.priors", title="Priors")
 class Prior(nn.Module):
     needs_cond: ClassVar[bool] = False
     needs_context: ClassVar[bool] = False
+    #: the standard noise :meth:`from_noise` maps to a latent ("normal", "logistic"); None
+    #: when sampling is no deterministic map of such noise (a random component choice),
+    #: so an exported sampler cannot take the noise as its input.
+    noise: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -52,6 +56,17 @@ class Prior(nn.Module):
         cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
         raise NotImplementedError
+
+    def from_noise(
+        self,
+        eps: torch.Tensor,
+        temperature: float = 1.0,
+        context: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The latent that ``sample`` makes of the standard noise ``eps`` (shaped like a
+        batch of latents): sampling with the randomness given, as exported samplers do."""
+        raise NotImplementedError(f"{type(self).__name__} samples no deterministic map of noise")
 
     def _like(self) -> torch.Tensor:
         """A tensor carrying this prior's device and dtype (buffers always exist)."""

@@ -28,11 +28,18 @@ def _gaussian_sample(mean: torch.Tensor, log_scale: torch.Tensor, temperature: f
     # randn of the shape, not randn_like: a channels_last ``mean`` must draw the same
     # numbers in the same places as a contiguous one (a seed means the same samples).
     eps = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device)
+    return _gaussian_from_noise(mean, log_scale, eps, temperature)
+
+
+def _gaussian_from_noise(mean: torch.Tensor, log_scale: torch.Tensor, eps: torch.Tensor,
+                         temperature: float):
     return mean + torch.exp(log_scale) * eps * temperature
 
 
 class _PredictedGaussian(Prior):
     """Shared part: a module maps an input to ``2 * prod(shape)`` numbers (mean, log-scale)."""
+
+    noise = "normal"
 
     def _params(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # contiguous: a channels_last predictor's output must not put the latent's
@@ -115,6 +122,10 @@ class ConditionalGaussian(_PredictedGaussian):
         mean, log_scale = self._predict(cond, context)
         return _gaussian_sample(mean, log_scale, temperature)
 
+    def from_noise(self, eps, temperature=1.0, context=None, cond=None):
+        mean, log_scale = self._predict(cond, context)
+        return _gaussian_from_noise(mean, log_scale, eps, temperature)
+
 
 @PRIORS.register(
     "class_conditional_gaussian",
@@ -164,3 +175,7 @@ class ClassConditionalGaussian(_PredictedGaussian):
             raise FlowspecError(f"asked for {n} samples with a context of batch {context.shape[0]}")
         mean, log_scale = self._predict(context)
         return _gaussian_sample(mean, log_scale, temperature)
+
+    def from_noise(self, eps, temperature=1.0, context=None, cond=None):
+        mean, log_scale = self._predict(context)
+        return _gaussian_from_noise(mean, log_scale, eps, temperature)

@@ -24,6 +24,8 @@ def _flat_sum(t: torch.Tensor) -> torch.Tensor:
 class StandardNormal(Prior):
     """Isotropic unit Gaussian N(0, I): the default prior."""
 
+    noise = "normal"
+
     def __init__(self, shape, context_shape=None, cond_shape=None):
         super().__init__(shape, context_shape, cond_shape)
         self.register_anchor()
@@ -33,13 +35,19 @@ class StandardNormal(Prior):
 
     def sample(self, n, temperature=1.0, context=None, cond=None):
         a = self._like()
-        return torch.randn(n, *self.shape, device=a.device, dtype=a.dtype) * temperature
+        return self.from_noise(torch.randn(n, *self.shape, device=a.device, dtype=a.dtype),
+                               temperature)
+
+    def from_noise(self, eps, temperature=1.0, context=None, cond=None):
+        return eps * temperature
 
 
 @PRIORS.register("logistic", schema=params_schema(),
                   examples=_EXAMPLES)
 class StandardLogistic(Prior):
     """Factorised standard logistic, NICE's prior (heavier tails than a Gaussian)."""
+
+    noise = "logistic"
 
     def __init__(self, shape, context_shape=None, cond_shape=None):
         super().__init__(shape, context_shape, cond_shape)
@@ -51,13 +59,18 @@ class StandardLogistic(Prior):
     def sample(self, n, temperature=1.0, context=None, cond=None):
         a = self._like()
         u = torch.rand(n, *self.shape, device=a.device, dtype=a.dtype).clamp_(1e-6, 1 - 1e-6)
-        return (torch.log(u) - torch.log1p(-u)) * temperature
+        return self.from_noise(torch.log(u) - torch.log1p(-u), temperature)
+
+    def from_noise(self, eps, temperature=1.0, context=None, cond=None):
+        return eps * temperature
 
 
 @PRIORS.register("diag_gaussian", schema=params_schema(),
                   examples=_EXAMPLES)
 class DiagGaussian(Prior):
     """Gaussian with a learned mean and log-scale per dimension (Glow's top prior)."""
+
+    noise = "normal"
 
     def __init__(self, shape, context_shape=None, cond_shape=None):
         super().__init__(shape, context_shape, cond_shape)
@@ -70,4 +83,7 @@ class DiagGaussian(Prior):
 
     def sample(self, n, temperature=1.0, context=None, cond=None):
         eps = torch.randn(n, *self.shape, device=self.mean.device, dtype=self.mean.dtype)
+        return self.from_noise(eps, temperature)
+
+    def from_noise(self, eps, temperature=1.0, context=None, cond=None):
         return self.mean + torch.exp(self.log_scale) * eps * temperature

@@ -138,6 +138,9 @@ class MADE(nn.Module):
         self.register_buffer("order", ranks)
         #: dims in the order they are generated (dims_by_rank[k] has rank k)
         self.register_buffer("dims_by_rank", torch.argsort(ranks))
+        # The same order as Python ints: the D passes are unrolled by exporters, which
+        # cannot index with numbers read from a (traced) buffer.
+        self._dims_by_rank: list[int] = self.dims_by_rank.tolist()
         self.act: Callable[[torch.Tensor], torch.Tensor] = ACTIVATIONS[activation]()
 
         self.hidden = [int(w) for w in hidden]
@@ -175,6 +178,7 @@ class MADE(nn.Module):
         with torch.no_grad():
             for k, mask in enumerate(self._masks(self.order.cpu())):
                 getattr(self, f"mask{k}").copy_(mask)
+        self._dims_by_rank = self.dims_by_rank.tolist()
 
     @classmethod
     def check_shapes(cls, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
@@ -236,7 +240,7 @@ class MADE(nn.Module):
         u = None if grad else torch.empty_like(y)
         cols: list[torch.Tensor | None] = [None] * d
         logdet = y.new_zeros(b)
-        for k, j in enumerate(self.dims_by_rank.tolist()):
+        for k, j in enumerate(self._dims_by_rank):
             if single:
                 theta = pre[:, j * p:(j + 1) * p]
             else:

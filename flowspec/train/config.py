@@ -88,6 +88,10 @@ TRAIN_SCHEMA = params_schema(
                      "description": "for reverse_kl (no dataset): steps counted as one epoch"},
     checkpoint_grads={"type": "boolean", "default": False,
                       "description": "recompute activations in backward to save memory"},
+    memory={"enum": ["none", "checkpoint", "invertible"], "default": "none",
+            "description": "what backward keeps: none (all activations), checkpoint "
+            "(recompute each node), invertible (rebuild inputs by exact inverses: memory "
+            "flat in depth; numerical inverses checkpointed, said aloud)"},
     precision={"enum": ["fp32", "bf16", "fp16"], "default": "fp32",
                "description": "fp32, or autocast: bf16 (CPU and CUDA) | fp16 (CUDA, with a "
                "gradient scaler); log-dets, splines and priors stay fp32"},
