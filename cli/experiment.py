@@ -79,6 +79,8 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
                                       "step (sets train.compile)."),
         data: Path = typer.Option(None, "--data", help="Train on this .csv/.npy/.npz/"
                                   ".safetensors file instead of the spec's dataset."),
+        name: str = typer.Option(None, "--name", help="Name the run (<out>/<name>/...; "
+                                 "default: the spec's name, or the --data file's)."),
     ) -> None:
         """Train a spec (its train.objective: maximum likelihood, reverse KL, ...);
         checkpoints into a run directory.
@@ -88,12 +90,14 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         torchrun --nproc-per-node N (--nnodes for several machines) running `flowspec train`."""
         from flowspec.errors import FlowspecError
         from flowspec.train import make_request
+        from flowspec.train.request import run_name_for_data
 
         if resume is not None:
             given = [what for flag, what in ((spec is not None, f"SPEC ({spec})"),
                                              (seed is not None, "--seed"), (quick, "--quick"),
                                              (bool(sweep), "--sweep"),
-                                             (data is not None, "--data")) if flag]
+                                             (data is not None, "--data"),
+                                             (name is not None, "--name")) if flag]
             if given:
                 raise FlowspecError(
                     f"--resume continues a run with its own spec, data and seed; "
@@ -103,8 +107,12 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
                          "new run from the spec")
         if sweep and print_spec:
             raise FlowspecError("--print-spec prints one spec; drop --sweep")
+        named = any(s.partition("=")[0].strip() == "name" for s in set_ or [])
+        if name is None and data is not None and not named:
+            name = run_name_for_data(data)
+            note(f"run name: {name} (after the data file; --name sets another)")
         request = make_request(spec, overrides=set_ or [], quick=quick, data=data, seed=seed,
-                               torch_compile=compile_, resume=resume, out=out,
+                               torch_compile=compile_, name=name, resume=resume, out=out,
                                data_dir=data_dir, device=device, nproc=nproc)
         for line in request.notes:
             note(line)
@@ -353,16 +361,15 @@ def _done(result) -> None:
     """The closing lines: timestamped records like the log's when not on a terminal."""
     from rich.text import Text
 
-    from flowspec.train.report import format_metrics, timestamp
+    from flowspec.train.report import summary_lines, timestamp
 
     stamp = "" if is_tty() else f"{timestamp()} "
     line = Text(stamp)
     line.append("done", style="green")
     line.append(f": {result.run_dir}")
     console.print(line, highlight=False)
-    if result.metrics:
-        console.print(f"{stamp}final: {format_metrics(result.metrics)}", highlight=False,
-                      markup=False)
+    for text in summary_lines(result.metrics, result.metrics_split, result.best):
+        console.print(f"{stamp}{text}", highlight=False, markup=False)
 
 
 def _sweep(request, items: list[str]) -> None:
@@ -374,8 +381,12 @@ def _sweep(request, items: list[str]) -> None:
 
     rows = sweep(request, items, make_reporter=_reporter, announce=announce, warn=warn)
     key = rows[0].metric if rows else "metric"
-    print_table(["run", f"best {key}", "best step", f"final test {key}", "time", "status",
-                 "run dir"],
-                [[r.label, r.best, r.best_step, r.final_test, f"{r.elapsed_s:.0f} s", r.status,
-                  r.run_dir] for r in rows],
-                title="sweep over " + ", ".join(item.partition("=")[0] for item in items))
+    split = next((r.best_split for r in rows if r.best_split), "val")
+    print_table(["run", f"best {split} {key}", "best step", f"test {key} @ best",
+                 f"test {key} @ last", "last step", "time", "status", "run dir"],
+                [[r.label, r.best if r.best is not None else "no best", r.best_step,
+                  r.test_at_best, r.test_at_last, r.last_step, f"{r.elapsed_s:.0f} s",
+                  r.status, r.run_dir] for r in rows],
+                title="sweep over " + ", ".join(item.partition("=")[0] for item in items)
+                + f": ranked by best {split} {key} (the best checkpoint, which flowspec eval "
+                  "uses)")

@@ -175,6 +175,11 @@ class Evaluation(Callback):
         return {"metric": t.objective.key_metric, "value": self.best, "step": self.best_step,
                 "split": t.objective.selection_split}
 
+    @staticmethod
+    def split(t: Trainer) -> str:
+        """The split the periodic evaluation runs on: val when it chooses ``best``."""
+        return "val" if t.objective.selection_split == "val" else "test"
+
     def evaluate(self, t: Trainer, split: str) -> dict:
         """Metrics on ``split`` (sharded over the ranks; every rank gets rank 0's dict)."""
         def _eval() -> dict:
@@ -188,7 +193,7 @@ class Evaluation(Callback):
         cfg, selection = t.cfg, t.objective.selection_split
         if not cfg["eval_every"] or (epoch % cfg["eval_every"] and not last):
             return
-        split = "val" if selection == "val" else "test"
+        split = self.split(t)
         self.last_metrics = {"step": step, "epoch": epoch, **self.evaluate(t, split)}
         if selection is not None:
             value = self.last_metrics.get(t.objective.key_metric, math.inf)

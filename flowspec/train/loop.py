@@ -64,6 +64,11 @@ class RunResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     #: the trained flow (EMA weights swapped in when the run keeps an EMA), in eval mode
     flow: Any = None
+    #: the best evaluation (``{"metric", "value", "step", "split"}``, the checkpoint
+    #: ``flowspec eval``/``sample`` use), None when no validation split chose one
+    best: dict[str, Any] | None = None
+    #: the split ``metrics`` were evaluated on (``val`` when it chooses ``best``, else test)
+    metrics_split: str | None = None
     #: why the run stopped before its last step (early stopping), else None
     stop_reason: str | None = None
     #: this process's rank (0 in a single process; only rank 0 writes and reports)
@@ -334,4 +339,5 @@ class Trainer:
             self.ema.swap_in()
         return RunResult(run_dir=self.run_dir, step=step, metrics=self.evaluation.last_metrics,
                          flow=self.flow.eval(), stop_reason=self.stop_reason,
-                         rank=self.group.rank)
+                         rank=self.group.rank, best=self.evaluation.best_record(self),
+                         metrics_split=self.evaluation.split(self))

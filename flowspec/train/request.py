@@ -40,9 +40,20 @@ def override_strings(overrides: Overrides) -> list[str]:
     return [str(o) for o in overrides]
 
 
-def flag_overrides(*, seed: int | None = None, torch_compile: bool = False) -> list[str]:
+def run_name_for_data(path: str | os.PathLike) -> str:
+    """The run name of a run on a data file: its stem, in the letters a spec name allows
+    (``heart disease.csv`` -> ``heart_disease``), so a table's runs are not filed under
+    the spec's own data set's name."""
+    import re
+
+    stem = re.sub(r"[^A-Za-z0-9_.+-]", "_", Path(path).stem) or "data"
+    return stem if re.match(r"[A-Za-z0-9_]", stem) else f"_{stem}"
+
+
+def flag_overrides(*, seed: int | None = None, torch_compile: bool = False,
+                   name: str | None = None) -> list[str]:
     """Command-line flags as the ``--set`` they stand for."""
-    out = []
+    out = [f"name={json.dumps(name)}"] if name is not None else []
     if seed is not None:
         out.append(f"train.seed={int(seed)}")
     if torch_compile:
@@ -162,6 +173,7 @@ def make_request(
     keep_selection: bool = True,
     seed: int | None = None,
     torch_compile: bool = False,
+    name: str | None = None,
     resume: str | os.PathLike | None = None,
     out: str | os.PathLike = "runs",
     data_dir: str | os.PathLike | None = None,
@@ -175,15 +187,21 @@ def make_request(
     under ``out``);
     ``overrides`` are ``--set`` strings or a dict; ``seed`` and ``torch_compile`` are the
     flags of the same names, turned into overrides; ``data`` trains on a file instead of
-    the spec's dataset (``data_params``: its ``file`` dataset parameters). The spec is
-    resolved here, so every problem is reported before anything runs.
+    the spec's dataset (``data_params``: its ``file`` dataset parameters); ``name`` names
+    the run (``<out>/<name>/...``; ``--set name=`` too). The spec is resolved here, so
+    every problem is reported before anything runs.
     """
-    sets = override_strings(overrides) + flag_overrides(seed=seed, torch_compile=torch_compile)
+    user = override_strings(overrides)
+    if name is not None and any(s.partition("=")[0].strip() == "name" for s in user):
+        raise FlowspecError("the run name is given twice (--name and --set name=)")
+    sets = (flag_overrides(name=name) + user
+            + flag_overrides(seed=seed, torch_compile=torch_compile))
     where = dict(out=Path(out), data_dir=Path(data_dir) if data_dir is not None else None,
                  device=device, nproc=int(nproc))
     if resume is not None:
         refused = [what for given, what in ((spec is not None, "a spec"), (quick, "quick"),
                                             (data is not None, "data"),
+                                            (name is not None, "name"),
                                             (seed is not None, "seed")) if given]
         if refused:
             raise FlowspecError(

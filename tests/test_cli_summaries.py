@@ -1,0 +1,103 @@
+"""What the CLI's summaries say: which checkpoint a number belongs to (best vs last), how a
+sweep ranks, what `runs` shows for runs without a best and on other data (issue 15)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flowspec.train.session import SweepRow, rank_rows
+from flowspec_cli.main import app
+
+runner = CliRunner()
+FAST = ["--set", "train.sample_every=0", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_final_lines_say_which_checkpoint(tiny_spec_path, tmp_path):
+    r = invoke("train", tiny_spec_path, "--out", tmp_path / "runs", *FAST)
+    assert r.exit_code == 0, r.output
+    assert "final:" not in r.stdout
+    assert "last checkpoint (step 12, val): " in r.stdout
+    assert "best checkpoint (step " in r.stdout and "used by flowspec eval" in r.stdout
+    r = invoke("train", tiny_spec_path, "--out", tmp_path / "runs", "--set",
+               "data.val_fraction=0", *FAST)
+    assert r.exit_code == 0, r.output
+    assert "last checkpoint (step 12, test): " in r.stdout
+    assert "no best checkpoint" in r.stdout
+
+
+def test_sweep_ranks_by_the_checkpoint_eval_uses():
+    overfit = SweepRow("lr=big", Path("a"), "finished", 1.0, "nll_nats", best=-3.0,
+                       best_step=10, best_split="val", test_at_best=-2.9, test_at_last=9.0)
+    steady = SweepRow("lr=small", Path("b"), "finished", 1.0, "nll_nats", best=-1.0,
+                      best_step=90, best_split="val", test_at_best=-0.9, test_at_last=-1.0)
+    nobest = SweepRow("diverged", Path("c"), "diverged", 1.0, "nll_nats", test_at_last=-9.0)
+    assert [r.label for r in rank_rows([steady, nobest, overfit])] == \
+        ["lr=big", "lr=small", "diverged"]
+
+
+def test_sweep_table_names_best_and_last(tiny_spec_path, tmp_path):
+    out = tmp_path / "runs"
+    r = invoke("train", tiny_spec_path, "--out", out, "--sweep", "train.steps=8,12", *FAST)
+    assert r.exit_code == 0, r.output
+    table = r.stdout[r.stdout.index("sweep over train.steps"):]
+    head = table.splitlines()[0]
+    assert "ranked by best val nll_nats" in head
+    assert "test nll_nats @ best" in table and "test nll_nats @ last" in table
+    rows = [line for line in table.splitlines() if line.startswith("train.steps=")]
+    bests = [float(line.split()[1]) for line in rows]
+    assert bests == sorted(bests)
+
+
+def _table_csv(path: Path, n: int = 300) -> Path:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 2)) * [1.0, 2.0] + [0.5, -1.0]
+    path.write_text("a,b\n" + "".join(f"{u:.5f},{v:.5f}\n" for u, v in x))
+    return path
+
+
+def test_runs_on_a_data_file_are_named_after_it(tiny_spec_path, tmp_path):
+    out, data = tmp_path / "runs", _table_csv(tmp_path / "blood pressure.csv")
+    r = invoke("train", tiny_spec_path, "--out", out, "--data", data, *FAST)
+    assert r.exit_code == 0, r.output
+    assert "run name: blood_pressure" in r.stderr
+    (run,) = (out / "blood_pressure").iterdir()
+    assert "name: blood_pressure" in (run / "spec.yaml").read_text()
+    r = invoke("train", tiny_spec_path, "--out", out, "--data", data, "--name", "bp2", *FAST)
+    assert r.exit_code == 0, r.output
+    assert (out / "bp2").is_dir()
+    r = invoke("train", tiny_spec_path, "--out", out, "--data", data, "--name", "x",
+               "--set", "name=y")
+    assert r.exit_code == 2 and "given twice" in r.output
+
+
+def test_runs_and_eval_show_the_data(tiny_spec_path, tmp_path):
+    out, data = tmp_path / "runs", _table_csv(tmp_path / "table.csv")
+    assert invoke("train", tiny_spec_path, "--out", out, "--name", "mixed", "--set",
+                  "data.val_fraction=0", *FAST).exit_code == 0
+    assert invoke("train", tiny_spec_path, "--out", out, "--data", data, "--name", "mixed",
+                  *FAST).exit_code == 0
+    r = invoke("runs", "--out", out)
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:3] == ["name", "run", "data"]
+    assert "moons" in lines[1] and "no best" in lines[1]
+    assert "table.csv" in lines[2] and "nll_nats" in lines[2]
+    assert [row["data"] for row in json.loads(invoke("runs", "--out", out, "--json").stdout)] \
+        == ["moons", "table.csv"]
+    r = invoke("eval", out / "mixed")
+    assert r.exit_code == 0, r.output
+    assert "on table.csv" in r.stderr and "runs on other data (moons)" in r.stderr
