@@ -139,28 +139,47 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
     def evaluate(
         ckpt: Path = CkptArgument,
         data_dir: Path = DataDirOption,
-        split: str = typer.Option("test", help="test | val | train"),
+        split: str = typer.Option(None, help="test | val | train (default: test)."),
         device: str = DeviceOption,
         batch_size: int = typer.Option(500, min=1, help="Evaluation batch size."),
         which: str = WhichOption,
         untrained: bool = UntrainedOption,
+        data: Path = typer.Option(None, "--data", help="Score the rows of this file (the "
+                                  "training file's columns and context) instead of a split."),
+        per_row: Path = typer.Option(None, "--per-row", help="With --data: write one "
+                                     "log-density per row (nats) to this .csv."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object (a flag; "
                                                            "takes no value)."),
     ) -> None:
-        """Held-out negative log-likelihood in nats and bits/dim (reverse KL for energy runs)."""
+        """Held-out negative log-likelihood in nats and bits/dim (reverse KL for energy
+        runs); with --data, the log-density of every row of a new file."""
         from flowspec.errors import FlowspecError
 
-        if split not in ("test", "val", "train"):
+        if split is not None and split not in ("test", "val", "train"):
             raise FlowspecError(f"--split must be test, val or train, got '{split}'")
+        if data is not None and split is not None:
+            raise FlowspecError("--data scores a file; --split picks a split of the run's "
+                                "own data: give one of them")
+        if per_row is not None and data is None:
+            raise FlowspecError("--per-row writes the scores of --data FILE",
+                                hint="add --data new.csv")
+        if per_row is not None:
+            from flowspec_cli.common import check_output
+
+            check_output(per_row, (".csv",), "--per-row")
         flow, resolved = load_flow(ckpt, device, which, untrained, quiet=as_json)
+        info = ({"path": str(resolved.checkpoint), "which": resolved.which,
+                 "step": resolved.step, "notes": resolved.notes}
+                if resolved is not None else {"untrained": True})
+        if data is not None:
+            _score(flow, data, per_row, as_json, info, data_dir, batch_size)
+            return
+        split = split or "test"
         from flowspec.objectives import objective_class
 
         metrics = objective_class(flow.spec).evaluate_trained(
             flow, flow.spec, split=split, data_dir=data_dir, batch_size=batch_size)
         if as_json:
-            info = ({"path": str(resolved.checkpoint), "which": resolved.which,
-                     "step": resolved.step, "notes": resolved.notes}
-                    if resolved is not None else {"untrained": True})
             print(json.dumps({**metrics, "split": split, "checkpoint": info}))
         else:
             for k, v in metrics.items():
@@ -354,6 +373,43 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
                           + (f", labels {int(d.y.max()) + 1} classes" if d.y is not None else ""))
         console.print(f"example shape {list(source.shape)}, discrete={source.discrete}, "
                       f"n_bits={getattr(prep, 'n_bits', None)}, entropy={source.entropy}")
+
+
+# -- eval helpers ----------------------------------------------------------------------------
+def _score(flow, data: Path, per_row: Path | None, as_json: bool, checkpoint: dict,
+           data_dir: Path | None, batch_size: int) -> None:
+    """``eval --data``: one log-density per row of ``data``, summarised (and written)."""
+    from flowspec.data.score import score_rows
+
+    scores, _ = score_rows(flow, data, data_dir=data_dir, batch_size=batch_size)
+    values = [float(v) for v in scores]
+    finite = [v for v in values if v == v and abs(v) != float("inf")]
+    summary = {"data": str(data), "n": len(values),
+               "mean_log_prob_nats": sum(finite) / len(finite) if finite else None,
+               "nll_nats": -sum(finite) / len(finite) if finite else None,
+               "min_log_prob_nats": min(finite) if finite else None,
+               "max_log_prob_nats": max(finite) if finite else None,
+               "non_finite": len(values) - len(finite)}
+    replaced = per_row is not None and per_row.exists()
+    if per_row is not None:
+        from flowspec.oserrors import write_error
+
+        text = "row,log_prob_nats\n" + "".join(f"{i},{v!r}\n" for i, v in enumerate(values))
+        try:
+            per_row.write_text(text)
+        except OSError as err:
+            raise write_error(per_row, err) from None
+    if as_json:
+        print(json.dumps({**summary, "per_row": str(per_row) if per_row else None,
+                          "log_prob_nats": values, "checkpoint": checkpoint}))
+        return
+    if summary["non_finite"]:
+        warn(f"{summary['non_finite']} row(s) have a log-density of -inf or nan (outside "
+             "what the flow can produce)")
+    for k, v in summary.items():
+        console.print(f"{k:>20}: {num(v)}", highlight=False)
+    if per_row is not None:
+        wrote(per_row, replaced)
 
 
 # -- train helpers ---------------------------------------------------------------------------

@@ -149,7 +149,7 @@ def test_sweep_compares_runs(tiny_spec_path, tmp_path):
     table = r.stdout[r.stdout.index("sweep over train.steps"):]
     rows = [line for line in table.splitlines() if line.startswith("train.steps=")]
     assert len(rows) == 2 and all("finished" in row and str(out) in row for row in rows)
-    assert "best nll_nats" in table and "best step" in table
+    assert "best val nll_nats" in table and "best step" in table
     assert len(list((out / "tiny").iterdir())) == 2
     r = invoke("train", tiny_spec_path, "--sweep", "train.steps", *FAST)
     assert r.exit_code == 2 and "PATH=V1,V2" in r.output

@@ -101,3 +101,26 @@ def test_runs_and_eval_show_the_data(tiny_spec_path, tmp_path):
     r = invoke("eval", out / "mixed")
     assert r.exit_code == 0, r.output
     assert "on table.csv" in r.stderr and "runs on other data (moons)" in r.stderr
+
+
+def test_eval_scores_every_row_of_a_new_file(tiny_spec_path, tmp_path):
+    out, data = tmp_path / "runs", _table_csv(tmp_path / "table.csv")
+    assert invoke("train", tiny_spec_path, "--out", out, "--data", data, *FAST).exit_code == 0
+    new = _table_csv(tmp_path / "new.csv", n=7)
+    scores = tmp_path / "scores.csv"
+    r = invoke("eval", out / "table", "--data", new, "--per-row", scores)
+    assert r.exit_code == 0, r.output
+    assert "n: 7" in r.stdout and "mean_log_prob_nats" in r.stdout
+    lines = scores.read_text().splitlines()
+    assert lines[0] == "row,log_prob_nats" and len(lines) == 8
+    r = invoke("eval", out / "table", "--data", new, "--json")
+    got = json.loads(r.stdout)
+    assert got["n"] == 7 and len(got["log_prob_nats"]) == 7
+    assert got["log_prob_nats"] == pytest.approx([float(ln.split(",")[1]) for ln in lines[1:]])
+    assert got["checkpoint"]["which"] == "best"
+    other = tmp_path / "other.csv"
+    other.write_text("a,c\n1,2\n")
+    r = invoke("eval", out / "table", "--data", other)
+    assert r.exit_code == 2 and "Traceback" not in r.output and "b" in r.output
+    r = invoke("eval", out / "table", "--per-row", scores)
+    assert r.exit_code == 2 and "--data" in r.output
