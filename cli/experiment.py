@@ -124,11 +124,6 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
             return
         from flowspec.train import train as run
 
-        if request.is_resume and request.overrides:
-            from flowspec.run.layout import RESUMES
-
-            note(f"resume overrides: {' '.join(request.overrides)} (recorded in "
-                 f"{request.resume / RESUMES})")
         result = run(request, make_reporter=_reporter)
         if result.rank != 0:  # under torchrun, rank 0 speaks for the run
             return

@@ -124,3 +124,26 @@ def test_eval_scores_every_row_of_a_new_file(tiny_spec_path, tmp_path):
     assert r.exit_code == 2 and "Traceback" not in r.output and "b" in r.output
     r = invoke("eval", out / "table", "--per-row", scores)
     assert r.exit_code == 2 and "--data" in r.output
+
+
+def test_print_spec_shows_the_run_length_in_effect(tiny_spec_path):
+    from flowspec.spec import load_spec_text
+
+    r = invoke("train", tiny_spec_path, "--print-spec")
+    assert r.exit_code == 0, r.output
+    assert "  steps: 12" in r.stdout and "epochs:" not in r.stdout
+    assert load_spec_text(r.stdout).train["steps"] == 12
+    r = invoke("train", tiny_spec_path, "--print-spec", "--set", "train.steps=null",
+               "--set", "train.epochs=3")
+    assert "  epochs: 3" in r.stdout and "\n  steps:" not in r.stdout
+    assert load_spec_text(r.stdout).train["epochs"] == 3
+
+
+def test_a_refused_resume_override_is_not_first_said_recorded(tiny_spec_path, tmp_path):
+    out = tmp_path / "runs"
+    assert invoke("train", tiny_spec_path, "--out", out, *FAST).exit_code == 0
+    r = invoke("train", "--resume", out / "tiny", "--set", "model.input=[3]")
+    assert r.exit_code == 2 and "recorded" not in r.output, r.output
+    r = invoke("train", "--resume", out / "tiny", "--set", "train.steps=16")
+    assert r.exit_code == 0, r.output
+    assert "resume overrides: train.steps=16 (recorded in" in r.output

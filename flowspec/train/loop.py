@@ -30,7 +30,7 @@ from flowspec.checkpoint import check_weights, clean_stale_temps, load_weights
 from flowspec.errors import CheckpointError
 from flowspec.objectives import build_objective
 from flowspec.run.create import make_run_dir, new_run_id, write_run_files
-from flowspec.run.layout import METRICS
+from flowspec.run.layout import METRICS, RESUMES
 from flowspec.run.metrics import metrics_path, truncate_metrics
 from flowspec.run.overrides import record_resume
 from flowspec.run.state import STATE_FILE, Resumed, best_so_far, load_optimizer, open_resume
@@ -276,6 +276,9 @@ class Trainer:
         self.reporter.start(run_dir=self.run_dir, total_steps=self.total,
                             start_step=self.start_step, steps_per_epoch=self.steps_per_epoch,
                             device=str(self.device), loss_unit=self.objective.loss_unit)
+        if self.resumed is not None and self.resumed.overrides:  # said once accepted
+            self.reporter.message(f"resume overrides: {' '.join(self.resumed.overrides)} "
+                                  f"(recorded in {self.run_dir / RESUMES})")
         step, outcome = self.start_step, (FAILED, "did not start")
         try:
             for cb in self.callbacks:

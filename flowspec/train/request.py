@@ -155,12 +155,24 @@ class TrainRequest:
         return open_resume(self.resume, list(self.overrides)).spec
 
     def resolved_spec_yaml(self) -> str:
-        """``--print-spec``: the resolved spec as YAML."""
-        if self.resume is None:
-            return self.spec.to_yaml()
-        from flowspec.run.state import open_resume
+        """``--print-spec``: the resolved spec as YAML, with only the run length in
+        effect (``train.steps``, or ``train.epochs`` when steps is null): printing both
+        would suggest that both count. Loading the text gives the same run."""
+        from flowspec.spec.source import dump_yaml
 
-        return open_resume(self.resume, list(self.overrides)).spec_yaml
+        return dump_yaml(length_in_effect(self.resolved_spec().document))
+
+
+def length_in_effect(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` without the run-length key that does not count (``epochs`` when
+    ``steps`` is set, else ``steps``)."""
+    import copy
+
+    doc = copy.deepcopy(document)
+    train = doc.get("train")
+    if isinstance(train, dict):
+        train.pop("epochs" if train.get("steps") is not None else "steps", None)
+    return doc
 
 
 def make_request(
