@@ -290,17 +290,26 @@ def _check_progress():
 
 @app.command()
 @user_errors
-@cached_output("schema")
 def schema(output: Path = typer.Option(None, "-o", "--output", help="Write to a file.")) -> None:
     """Print the JSON Schema of specs (draft-07), for editors' YAML language servers."""
+    if output is None:
+        _print_schema()
+        return
+    from flowspec.oserrors import write_error
     from flowspec.spec import spec_schema
 
-    text = json.dumps(spec_schema(), indent=2)
-    if output:
-        output.write_text(text + "\n")
-        console.print(f"wrote {output}")
-    else:
-        print(text)
+    try:  # never from the cache: the file must be written every time
+        output.write_text(json.dumps(spec_schema(), indent=2) + "\n")
+    except OSError as err:
+        raise write_error(output, err) from None
+    console.print(f"wrote {output}", highlight=False, markup=False)
+
+
+@cached_output("schema")
+def _print_schema() -> None:
+    from flowspec.spec import spec_schema
+
+    print(json.dumps(spec_schema(), indent=2))
 
 
 @app.command()

@@ -147,3 +147,24 @@ def test_a_refused_resume_override_is_not_first_said_recorded(tiny_spec_path, tm
     r = invoke("train", "--resume", out / "tiny", "--set", "train.steps=16")
     assert r.exit_code == 0, r.output
     assert "resume overrides: train.steps=16 (recorded in" in r.output
+
+
+def test_schema_to_an_unwritable_place_is_a_message(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    r = invoke("schema", "-o", blocker / "schema.json")
+    assert r.exit_code == 2 and "Traceback" not in r.output and "schema.json" in r.output
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    target = tmp_path / "ro" / "schema.json"
+    target.parent.mkdir()
+    with monkeypatch.context() as m:
+        m.setattr(Path, "write_text", refuse)
+        r = runner.invoke(app, ["schema", "-o", str(target)])
+    assert r.exit_code == 2 and r.exception is None or isinstance(r.exception, SystemExit)
+    assert "Permission denied" in r.output or "permission" in r.output.lower()
+    for _ in range(2):  # written each time, never replayed from the output cache
+        target.unlink(missing_ok=True)
+        assert invoke("schema", "-o", target).exit_code == 0 and target.is_file()
