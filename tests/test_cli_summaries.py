@@ -168,3 +168,17 @@ def test_schema_to_an_unwritable_place_is_a_message(tmp_path, monkeypatch):
     for _ in range(2):  # written each time, never replayed from the output cache
         target.unlink(missing_ok=True)
         assert invoke("schema", "-o", target).exit_code == 0 and target.is_file()
+
+
+def test_compile_says_it_is_compiling_once():
+    import torch
+
+    from flowspec.train.torch_compile import CompiledOrEager
+
+    said: list[str] = []
+    step = CompiledOrEager(torch.nn.Linear(2, 2), said.append, backend="eager")
+    for _ in range(3):
+        step(torch.randn(4, 2))
+    assert step.is_compiled
+    assert sum("compiling the training step" in s for s in said) == 1
+    assert sum("compiled in" in s for s in said) == 1
