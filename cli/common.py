@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -68,13 +69,22 @@ def report_error(err: FlowspecError) -> None:
         err_console.print(f"{total} problems", style="red")
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str,
+                  lineno: int, file: Any = None, line: str | None = None) -> None:
+    """A Python warning raised under a command, printed as ``warning: text`` (no source
+    file and line: they mean nothing to a user)."""
+    warn(str(message))
+
+
 def user_errors(fn: F) -> F:
     """Turn user errors into one clear message each and exit code 2 (no traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():  # Python warnings as the CLI's own lines
+                warnings.showwarning = _show_warning
+                return fn(*args, **kwargs)
         except FlowspecError as err:
             report_error(err)
             raise typer.Exit(2) from None

@@ -182,3 +182,13 @@ def test_compile_says_it_is_compiling_once():
     assert step.is_compiled
     assert sum("compiling the training step" in s for s in said) == 1
     assert sum("compiled in" in s for s in said) == 1
+
+
+def test_untrained_sample_warns_as_the_cli(tiny_spec_path, tmp_path):
+    text = tiny_spec_path.read_text().replace("  flow:\n", "  flow:\n    - standardize: {}\n")
+    spec = tmp_path / "std.yaml"
+    spec.write_text(text)
+    r = invoke("sample", spec, "--untrained", "-o", tmp_path / "s.png")
+    assert r.exit_code == 0, r.output
+    assert "warning: standardize has no fitted statistics" in r.stderr
+    assert "UserWarning" not in r.output and ".py:" not in r.output
