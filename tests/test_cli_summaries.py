@@ -192,3 +192,28 @@ def test_untrained_sample_warns_as_the_cli(tiny_spec_path, tmp_path):
     assert r.exit_code == 0, r.output
     assert "warning: standardize has no fitted statistics" in r.stderr
     assert "UserWarning" not in r.output and ".py:" not in r.output
+
+
+def test_a_picture_that_cannot_be_drawn_is_said_once():
+    from types import SimpleNamespace
+
+    from flowspec.errors import FlowspecError
+    from flowspec.train.callbacks import Drawing
+
+    said: list[str] = []
+
+    def draw(*args):
+        raise FlowspecError("cannot draw samples of shape [7]")
+
+    t = SimpleNamespace(cfg={"sample_every": 1}, stop_reason=None,
+                        group=SimpleNamespace(is_main=True), spec=SimpleNamespace(
+                            sample={"seed": 0, "n": 4, "temperature": 1.0}),
+                        flow=SimpleNamespace(), steps_per_epoch=2, total=20,
+                        evaluation=SimpleNamespace(last_metrics={}), run_dir=Path("."),
+                        objective=SimpleNamespace(draw=draw),
+                        reporter=SimpleNamespace(message=said.append),
+                        with_ema=lambda fn: fn())
+    drawing = Drawing()
+    for epoch in range(1, 6):
+        drawing.end_of_epoch(t, epoch * 2, epoch, epoch == 5)
+    assert len(said) == 1 and "cannot draw samples of shape [7]" in said[0]

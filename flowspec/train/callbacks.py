@@ -302,7 +302,16 @@ class StatusFile(Callback):
 
 class Drawing(Callback):
     """A picture of samples every ``sample_every`` epochs (and at the last), titled with
-    the run's step and last evaluation; a picture that cannot be drawn is a message."""
+    the run's step and last evaluation; a picture that cannot be drawn is a message --
+    said once, not at every epoch (the same reason holds at the next)."""
+
+    def __init__(self) -> None:
+        self.said: set[str] = set()
+
+    def _once(self, t: Trainer, text: str) -> None:
+        if text not in self.said:
+            self.said.add(text)
+            t.reporter.message(text + " (said once; not repeated at later epochs)")
 
     def end_of_epoch(self, t: Trainer, step: int, epoch: int, last: bool) -> None:
         every = t.cfg["sample_every"]
@@ -326,7 +335,7 @@ class Drawing(Callback):
         try:
             t.with_ema(_draw)
         except FlowspecError as err:
-            t.reporter.message(f"no samples drawn: {err}")
+            self._once(t, f"no samples drawn: {err}")
 
 
 class NaNWatchdog(Callback):
