@@ -86,7 +86,8 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         checkpoints into a run directory.
 
         Every flag is sugar for --set (--seed N: train.seed=N, --compile: train.compile=true,
-        --data FILE: data.dataset reads FILE). Several processes: --nproc N here, or
+        --data FILE: data.dataset reads FILE, and the run is named after FILE; --name N:
+        name=N). Several processes: --nproc N here, or
         torchrun --nproc-per-node N (--nnodes for several machines) running `flowspec train`."""
         from flowspec.errors import FlowspecError
         from flowspec.train import make_request

@@ -374,6 +374,25 @@ experiment.register(app, data_app)
 runs.register(app)
 
 
+def _reflow_help(typer_app: typer.Typer) -> None:
+    """Command help as paragraphs, each one line: rich wraps them at the terminal's width.
+    Typer keeps a docstring's own line breaks after its first paragraph, which cut
+    phrases in the middle of a line on any terminal wider or narrower than the source."""
+    import inspect
+
+    for info in typer_app.registered_commands:
+        text = info.help or inspect.getdoc(info.callback) or ""
+        paragraphs = [" ".join(line.strip() for line in para.splitlines())
+                      for para in text.strip().split("\n\n")]
+        info.help = "\n\n".join(p for p in paragraphs if p)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
+
+
+_reflow_help(app)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -217,3 +217,14 @@ def test_a_picture_that_cannot_be_drawn_is_said_once():
     for epoch in range(1, 6):
         drawing.end_of_epoch(t, epoch * 2, epoch, epoch == 5)
     assert len(said) == 1 and "cannot draw samples of shape [7]" in said[0]
+
+
+def test_help_paragraphs_wrap_at_the_terminal_not_the_source():
+    for width in ("200", "60"):
+        r = runner.invoke(app, ["train", "--help"], env={"COLUMNS": width})
+        assert r.exit_code == 0
+        text = " ".join(r.output.split())  # the words in order, however rich wraps them
+        assert "--compile: train.compile=true, --data FILE: data.dataset reads FILE" in text
+    r = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    line = next(ln for ln in r.output.splitlines() if "Every flag is sugar" in ln)
+    assert "Several processes" in line  # one paragraph, one line on a wide terminal
