@@ -26,7 +26,7 @@ def is_tty() -> bool:
 
 # In a pipe or a log file rich would hard-wrap every line at 80 columns; soft_wrap
 # leaves long lines whole (grep-able). Terminals keep rich's layout.
-console = Console(soft_wrap=not is_tty())
+console = Console(soft_wrap=not is_tty(), width=None if is_tty() else 100_000)
 err_console = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])

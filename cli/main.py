@@ -19,6 +19,7 @@ from rich.tree import Tree
 from flowspec_cli import experiment, runs
 from flowspec_cli.cache import cached_output
 from flowspec_cli.common import (
+    DataDirOption,
     SetOption,
     WhichOption,
     console,
@@ -206,6 +207,15 @@ def show(spec: Path, set_: list[str] = SetOption,
         top = Tree(Text.assemble((s.name, "bold"), f" input {list(flow.input_shape)}{cond}"))
         _tree(top, outline.runs(root, expand), outline, expand)
         console.print(top)
+    elif not is_tty():  # a pipe: one plain row per node, full width, never wrapped
+        from flowspec_cli.common import print_table
+
+        rows = []
+        for row in outline.flat_rows(root, expand):
+            key, kind, ins, outs, count, settings = _entry_text(row, outline)
+            rows.append([key, kind, _dims(ins), _dims(outs) or "latent",
+                         count.replace("\n", " "), settings.plain.replace("\n", "; ")])
+        print_table(["node", "type", "in", "out", "params", "settings"], rows, title=title)
     else:
         rows = outline.flat_rows(root, expand)
         longest_id = max(len(r.key if isinstance(r, outline.Fold) else r.id) for r in rows)
@@ -233,8 +243,11 @@ def check(spec: Path = typer.Argument(..., help="Spec, checkpoint or run directo
           quick: bool = typer.Option(False, "--quick", help="Apply the spec's quick overrides."),
           max_dims: int = typer.Option(1024, help="Skip Jacobians of nodes with more dims."),
           which: str = WhichOption,
+          data_dir: Path = DataDirOption,
           ) -> None:
-    """Verify every node of a flow: round trip and log-det vs autograd, in float64."""
+    """Verify every node of a flow: round trip and log-det vs autograd, in float64. A
+    conditional flow is checked at contexts of its training data (random ones without
+    data), said before the table."""
     from flowspec.api import build_flow, is_checkpoint
     from flowspec.check import check_flow
 
@@ -245,18 +258,21 @@ def check(spec: Path = typer.Argument(..., help="Spec, checkpoint or run directo
     else:  # an untrained one is perturbed off the identity first
         flow, jitter = build_flow(_load_spec(spec, set_, quick)), 0.1
     progress, done = _check_progress()
+    notes: list[str] = []
     try:
-        reports = check_flow(flow, max_dims=max_dims, jitter=jitter, progress=progress)
+        reports = check_flow(flow, max_dims=max_dims, jitter=jitter, progress=progress,
+                             notes=notes, data_dir=data_dir)
     finally:
         done()
-    table = Table(title="per-node check (float64)")
-    for col in ("node", "type", "round trip", "log-det vs autograd", "fwd+inv log-det", "ok"):
-        table.add_column(col)
-    for r in reports:
-        table.add_row(r.node, r.type, f"{r.roundtrip_error:.1e}",
-                      "skipped" if r.logdet_error is None else f"{r.logdet_error:.1e}",
-                      f"{r.cancel_error:.1e}", "[green]✓[/]" if r.ok else "[red]✗[/]")
-    console.print(table)
+    for line in notes:
+        console.print(line, highlight=False, markup=False)
+    from flowspec_cli.common import print_table
+
+    print_table(["node", "type", "round trip", "log-det vs autograd", "fwd+inv log-det", "ok"],
+                [[r.node, r.type, f"{r.roundtrip_error:.1e}",
+                  "skipped" if r.logdet_error is None else f"{r.logdet_error:.1e}",
+                  f"{r.cancel_error:.1e}", "✓" if r.ok else "✗ FAILED"] for r in reports],
+                title="per-node check (float64)")
     bad = [r for r in reports if not r.ok]
     if bad:
         console.print(f"[red]{len(bad)} node(s) failed[/]")
@@ -348,6 +364,13 @@ def nodes(markdown: bool = typer.Option(False, "--markdown", help="Markdown for 
             if not rows:
                 console.print("no parameters")
                 continue
+            if not is_tty():  # a pipe: plain rows, full width
+                from flowspec_cli.common import print_table
+
+                print_table(["parameter", "type", "default", "description"],
+                            [[p, t.replace("\\|", "|"), d, doc_text(desc).plain]
+                             for p, t, d, desc in rows])
+                continue
             table = Table()
             for col in ("parameter", "type", "default", "description"):
                 table.add_column(col, overflow="fold")
@@ -357,6 +380,16 @@ def nodes(markdown: bool = typer.Option(False, "--markdown", help="Markdown for 
             console.print(table)
         return
     for reg, title in registries():
+        if not is_tty():  # a pipe: plain rows, full width
+            from flowspec_cli.common import print_table
+
+            print_table(["name", "category"] + (["inverse"] if reg.kind == "node" else [])
+                        + ["what it is"],
+                        [[e.name, e.category or ""]
+                         + ([inverse_kind(e)] if reg.kind == "node" else [])
+                         + [doc_text(e.doc).plain] for e in public(reg)], title=title)
+            print()
+            continue
         table = Table(title=title)
         table.add_column("name", style="cyan", no_wrap=True)
         table.add_column("category", max_width=14)

@@ -228,3 +228,44 @@ def test_help_paragraphs_wrap_at_the_terminal_not_the_source():
     r = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     line = next(ln for ln in r.output.splitlines() if "Every flag is sugar" in ln)
     assert "Several processes" in line  # one paragraph, one line on a wide terminal
+
+
+COND_SPEC = """\
+name: cond
+data:
+  dataset: {file: {path: nowhere.csv, context: [c]}}
+model:
+  input: [2]
+  context: {shape: [1]}
+  flow:
+    - affine_coupling: {mask: half, net: {mlp: {hidden: [8]}}}
+"""
+
+
+def test_check_says_which_contexts_it_checked_at(tmp_path):
+    spec = tmp_path / "cond.yaml"
+    spec.write_text(COND_SPEC)
+    r = invoke("check", spec)
+    assert r.exit_code == 0, r.output
+    assert "checked at 8 random N(0, 1) contexts of shape [1]" in r.stdout
+
+
+def test_piped_tables_are_full_width_plain_rows(tiny_spec_path):
+    r = invoke("show", tiny_spec_path)
+    assert r.exit_code == 0, r.output
+    row = next(line for line in r.stdout.splitlines() if line.startswith("flow."))
+    assert 'net={"mlp": {"hidden": [16]}}' in row and "affine_coupling" in row
+    assert not any(ch in r.stdout for ch in "│┃━")
+    r = invoke("nodes")
+    maf = next(line for line in r.stdout.splitlines() if line.startswith("maf "))
+    assert maf.rstrip().endswith("density in one pass.")
+    r = invoke("nodes", "affine_coupling")
+    assert any(line.startswith("mask ") and "channel: first/second half" in line
+               for line in r.stdout.splitlines())
+    r = invoke("check", tiny_spec_path)
+    assert r.exit_code == 0
+    assert any(line.startswith("flow.") and line.rstrip().endswith("✓")
+               for line in r.stdout.splitlines())
+    r = invoke("show", tiny_spec_path, "--tree")
+    assert any("affine_coupling" in line and 'net={"mlp": {"hidden": [16]}}' in line
+               for line in r.stdout.splitlines())
