@@ -185,8 +185,11 @@ def show(spec: Path, set_: list[str] = SetOption,
                                        "(YAML: vars, --set and defaults applied) instead.")
          ) -> None:
     """Show the compiled graph: nodes, shapes, parameters and totals, repeats folded."""
-    if resolved:
-        print(_load_spec(spec, set_).to_yaml(), end="")
+    if resolved:  # as train --print-spec: only the run length in effect
+        from flowspec.spec.source import dump_yaml
+        from flowspec.train.request import length_in_effect
+
+        print(dump_yaml(length_in_effect(_load_spec(spec, set_).document)), end="")
         return
     from rich.text import Text
 
