@@ -101,7 +101,7 @@ def test_resume_by_name_with_overrides(runs_root):
                "--set", "train.optimizer.adam.lr=0.002", "--device", "cpu")
     assert r.exit_code == 0, r.output
     assert "resuming at step 12" in r.stdout and "lr=0.002" in r.stdout
-    assert "newest run" in r.stderr and "resumes.jsonl" in r.stdout  # said by the run, once accepted
+    assert "newest run" in r.stderr and "resumes.jsonl" in r.stdout  # said once accepted
     assert json.loads((run / "status.json").read_text())["step"] == 16
     r = invoke("train", "--resume", "tiny", "--out", runs_root, "--set", "train.steps=17",
                "--device", "cpu")  # a bare name is looked up under --out

@@ -269,3 +269,26 @@ def test_piped_tables_are_full_width_plain_rows(tiny_spec_path):
     r = invoke("show", tiny_spec_path, "--tree")
     assert any("affine_coupling" in line and 'net={"mlp": {"hidden": [16]}}' in line
                for line in r.stdout.splitlines())
+
+
+def test_a_failed_fit_leaves_nothing_and_names_no_internal_path(tiny_spec_path, tmp_path,
+                                                                monkeypatch):
+    import tempfile
+
+    import numpy as np
+
+    import flowspec
+    from flowspec.errors import DataError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    x = np.random.default_rng(0).normal(size=(300, 2))
+    x[:, 1] = 3.0  # a constant feature: refused
+    for out in (None, tmp_path / "out"):
+        with pytest.raises(DataError) as caught:
+            flowspec.fit(tiny_spec_path, x, out=out, verbose=False)
+        text = str(caught.value)
+        assert "the data array" in text and ".safetensors" not in text, text
+        assert str(tmp_path) not in text
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert not list((tmp_path / "out").rglob("*.safetensors"))
