@@ -292,3 +292,11 @@ def test_a_failed_fit_leaves_nothing_and_names_no_internal_path(tiny_spec_path, 
         assert str(tmp_path) not in text
     assert list((tmp_path / "tmp").iterdir()) == []
     assert not list((tmp_path / "out").rglob("*.safetensors"))
+
+
+def test_conditional_spec_on_a_plain_table_says_everything_at_once(tmp_path):
+    spec = Path(__file__).resolve().parents[1] / "specs" / "conditional_simulator.yaml"
+    r = invoke("train", spec, "--data", _table_csv(tmp_path / "x.csv"), "--out", tmp_path)
+    assert r.exit_code == 2
+    assert "`array` names an array" in r.stderr and "no column 'theta'" in r.stderr
+    assert "context of shape [2]" in r.stderr and "3 problems" in r.stderr
