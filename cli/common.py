@@ -129,12 +129,14 @@ def unknown_catalogue_name(name: str) -> FlowspecError:
     if name in SPEC_KEYWORDS:
         return FlowspecError(f"'{name}' is {SPEC_KEYWORDS[name]}",
                              hint="`flowspec nodes` lists the nodes")
-    from flowspec.catalogue import known_names
+    from flowspec.catalogue import known_names, train_options
     from flowspec.registry import did_you_mean
 
-    sug = did_you_mean(name, known_names() + list(SPEC_KEYWORDS))
-    return FlowspecError(f"no node, net, prior, dataset, preprocessing step or energy named "
-                         f"'{name}'", hint=f"did you mean '{sug[0]}'?" if sug else
+    sug = did_you_mean(name, known_names() + list(SPEC_KEYWORDS)
+                       + [o.name for o in train_options()])
+    return FlowspecError(f"no node, net, prior, dataset, preprocessing step, energy or "
+                         f"training option named '{name}'",
+                         hint=f"did you mean '{sug[0]}'?" if sug else
                          "`flowspec nodes` lists them all")
 
 

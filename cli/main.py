@@ -344,10 +344,13 @@ def nodes(markdown: bool = typer.Option(False, "--markdown", help="Markdown for 
         catalogue_markdown,
         doc_text,
         find,
+        find_train_option,
         inverse_kind,
         param_rows,
         public,
         registries,
+        schema_rows,
+        train_options,
     )
 
     if markdown:
@@ -355,8 +358,19 @@ def nodes(markdown: bool = typer.Option(False, "--markdown", help="Markdown for 
         return
     if name:  # every registry that has it (a name may be both a node and a prep step)
         found = find(name)
-        if not found:
+        options = find_train_option(name)
+        if not found and not options:
             raise unknown_catalogue_name(name)
+        for option in options:  # an optimizer, a schedule, a train key
+            console.print(Text.assemble((option.name, "bold"), f" ({option.kind}) — ")
+                          + doc_text(option.doc))
+            rows = schema_rows(option.schema)
+            if rows:
+                from flowspec_cli.common import print_table
+
+                print_table(["parameter", "type", "default", "description"],
+                            [[p, t.replace("\\|", "|"), d, doc_text(desc).plain]
+                             for p, t, d, desc in rows])
         for reg, entry in found:
             head = Text.assemble((entry.name, "bold"), f" ({reg.kind}"
                                  + (f", {entry.category}" if entry.category else "") + ") — ")
@@ -403,6 +417,13 @@ def nodes(markdown: bool = typer.Option(False, "--markdown", help="Markdown for 
             extra = [Text(inverse_kind(e))] if reg.kind == "node" else []
             table.add_row(Text(e.name), Text(e.category), *extra, doc_text(e.doc))
         console.print(table)
+    from flowspec_cli.common import print_table
+
+    print_table(["name", "what", "description"],
+                [[o.name, o.kind, doc_text(o.doc).plain] for o in train_options()
+                 if o.kind != "train key"],
+                title="Training options (train: optimizer, schedule; every train key: "
+                      "flowspec nodes KEY)")
     console.print("details: flowspec nodes NAME · Markdown: flowspec nodes --markdown")
 
 

@@ -300,3 +300,16 @@ def test_conditional_spec_on_a_plain_table_says_everything_at_once(tmp_path):
     assert r.exit_code == 2
     assert "`array` names an array" in r.stderr and "no column 'theta'" in r.stderr
     assert "context of shape [2]" in r.stderr and "3 problems" in r.stderr
+
+
+def test_nodes_finds_training_options():
+    r = invoke("nodes", "adamw")
+    assert r.exit_code == 0, r.output
+    assert "adamw (optimizer)" in r.stdout and "weight_decay" in r.stdout
+    for name, kind in (("ema", "train key"), ("cosine", "schedule"),
+                       ("weight_decay", "optimizer parameter")):
+        r = invoke("nodes", name)
+        assert r.exit_code == 0 and f"{name} ({kind})" in r.stdout, r.output
+    assert "Training options" in invoke("nodes").stdout
+    r = invoke("nodes", "adamww")
+    assert r.exit_code == 2 and "did you mean 'adamw'" in r.output
