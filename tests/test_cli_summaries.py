@@ -313,3 +313,21 @@ def test_nodes_finds_training_options():
     assert "Training options" in invoke("nodes").stdout
     r = invoke("nodes", "adamww")
     assert r.exit_code == 2 and "did you mean 'adamw'" in r.output
+
+
+def test_a_small_table_caps_the_batch_with_a_note(tiny_spec_path, tmp_path):
+    data = _table_csv(tmp_path / "small.csv", n=80)
+    r = invoke("train", tiny_spec_path, "--data", data, "--out", tmp_path / "runs", *FAST)
+    assert r.exit_code == 0, r.output
+    assert "train.batch_size 64 is more than the training split's" in r.output
+    assert "batches of" in r.output
+
+
+def test_the_shipped_tabular_spec_guards_small_tables():
+    from flowspec.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "specs" / "spline_tabular.yaml")
+    train = spec.train
+    assert train["early_stopping"]["patience"] >= 1
+    name, params = next(iter(train["optimizer"].items()))
+    assert name == "adamw" and params["weight_decay"] > 0
