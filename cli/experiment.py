@@ -263,13 +263,15 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         import torch
 
         from flowspec.objectives import objective_class
+        from flowspec.sampling import data_column_names
         from flowspec.viz.notes import collect_warnings
         from flowspec.viz.trace import plot_trace
 
         torch.manual_seed(seed)
         x = objective_class(flow.spec).reference_points(flow, flow.spec, n, data_dir)
+        names = data_column_names(flow, data_dir)
         with collect_warnings() as notes:
-            written = plot_trace(flow, x, path, n_samples=n)
+            written = plot_trace(flow, x, path, n_samples=n, names=names)
         for line in notes:
             warn(line)
         wrote(written, replaced)

@@ -168,6 +168,18 @@ def draw_samples(flow: Flow, source: Any, prep: Any, path: str | Path, n: int,
     return plot_samples_2d(flow, samples, path, data=ref, title=title, names=names)
 
 
+def data_column_names(flow: Flow, data_dir: Any = None) -> list[str] | None:
+    """The column names of the data a flow was trained on (csv files), for axis labels;
+    None when the data has none or is not at hand."""
+    from flowspec.data import open_spec_dataset
+
+    try:
+        source, _ = open_spec_dataset(flow.spec, data_dir)
+    except FlowspecError:
+        return None
+    return _column_names(source)
+
+
 def _column_names(source: Any) -> list[str] | None:
     """The data's column names (csv files), for axis labels."""
     names = getattr(source, "feature_names", None)

@@ -331,3 +331,22 @@ def test_the_shipped_tabular_spec_guards_small_tables():
     assert train["early_stopping"]["patience"] >= 1
     name, params = next(iter(train["optimizer"].items()))
     assert name == "adamw" and params["weight_decay"] > 0
+
+
+def test_trace_labels_axes_with_the_column_names(tiny_spec_path, tmp_path):
+    out, data = tmp_path / "runs", _table_csv(tmp_path / "table.csv")
+    assert invoke("train", tiny_spec_path, "--out", out, "--data", data, *FAST).exit_code == 0
+    import flowspec
+    from flowspec.sampling import data_column_names
+    from flowspec.viz.trace import trace_figure
+
+    flow = flowspec.load(out / "table")
+    names = data_column_names(flow)
+    assert names == ["a", "b"]
+    import torch
+
+    fig = trace_figure(flow, torch.randn(50, 2), n_samples=50, names=names)
+    labels = {ax.get_xlabel() for ax in fig.axes} | {ax.get_ylabel() for ax in fig.axes}
+    assert "a" in labels and "b" in labels
+    r = invoke("trace", out / "table", "-o", tmp_path / "t.png")
+    assert r.exit_code == 0 and (tmp_path / "t.png").is_file()
