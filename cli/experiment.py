@@ -259,7 +259,9 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         """Per-node panels of test points (data → latent) and samples (latent → data)."""
         flow, resolved = load_flow(ckpt, "cpu", which, untrained)
         name = "trace" + ("-untrained" if resolved is None else "") + f"-seed{seed}.png"
-        path, replaced = output_for(output, resolved, "trace", name, FIGURE_SUFFIXES)
+        from flowspec.run.layout import TRACE_DIR
+
+        path, replaced = output_for(output, resolved, TRACE_DIR, name, FIGURE_SUFFIXES)
         import torch
 
         from flowspec.objectives import objective_class
@@ -309,7 +311,10 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
                  f"{pairs}")
             pairs = n_test // 2
         name = f"interpolate-pairs{pairs}-steps{steps}-seed{seed}.png"
-        path, replaced = output_for(output, resolved, "interpolations", name, IMAGE_SUFFIXES)
+        from flowspec.run.layout import INTERPOLATIONS_DIR
+
+        path, replaced = output_for(output, resolved, INTERPOLATIONS_DIR, name,
+                                    IMAGE_SUFFIXES)
         from flowspec.sampling import interpolate_figure
 
         wrote(interpolate_figure(flow, path, data_dir=data_dir, pairs=pairs, steps=steps,
@@ -339,7 +344,10 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         flow, resolved = load_flow(ckpt, device, which, untrained)
         what = image.stem if image is not None else "test"
         name = f"manipulate-{attr}-{what}.png"
-        path, replaced = output_for(output, resolved, "manipulations", name, IMAGE_SUFFIXES)
+        from flowspec.run.layout import MANIPULATIONS_DIR
+
+        path, replaced = output_for(output, resolved, MANIPULATIONS_DIR, name,
+                                    IMAGE_SUFFIXES)
         from flowspec.sampling import manipulate_figure
 
         wrote(manipulate_figure(flow, path, attr=attr, alphas=values, data_dir=data_dir,

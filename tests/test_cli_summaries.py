@@ -350,3 +350,16 @@ def test_trace_labels_axes_with_the_column_names(tiny_spec_path, tmp_path):
     assert "a" in labels and "b" in labels
     r = invoke("trace", out / "table", "-o", tmp_path / "t.png")
     assert r.exit_code == 0 and (tmp_path / "t.png").is_file()
+
+
+def test_picture_titles_take_their_metrics_from_the_objective(tiny_spec_path):
+    import flowspec
+    from flowspec.viz.notes import run_title
+
+    flow = flowspec.load(tiny_spec_path)
+    flow.checkpoint_info = {"step": 5, "metrics": {"nll_nats": 1.5, "kl_nats": 9.0}}
+    assert "NLL 1.5 nats" in run_title(flow)
+    specs = Path(__file__).resolve().parents[1] / "specs"
+    energy = flowspec.load(specs / "planar_u1.yaml")
+    energy.checkpoint_info = {"step": 5, "metrics": {"nll_nats": 1.5}}
+    assert run_title(energy) == f"{energy.spec.name} · step 5"  # reverse KL: its own numbers

@@ -24,6 +24,8 @@ class MaximumLikelihood(Objective):
     key_metric = "nll_nats"
     #: what ``loss`` is measured in: -log p(x) divided by the number of dimensions
     loss_unit = "nats/dim"
+    #: a picture's title: bits/dim for discrete data, else the NLL in nats
+    title_metrics = ("bits_per_dim", "nll_nats")
     metrics = (
         Metric("nll_nats", "nats", "-log p(x) per example, on the model's input scale",
                short="nll"),
