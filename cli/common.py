@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +26,7 @@ def is_tty() -> bool:
 
 # In a pipe or a log file rich would hard-wrap every line at 80 columns; soft_wrap
 # leaves long lines whole (grep-able). Terminals keep rich's layout.
-console = Console(soft_wrap=not is_tty())
+console = Console(soft_wrap=not is_tty(), width=None if is_tty() else 100_000)
 err_console = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,13 +69,22 @@ def report_error(err: FlowspecError) -> None:
         err_console.print(f"{total} problems", style="red")
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str,
+                  lineno: int, file: Any = None, line: str | None = None) -> None:
+    """A Python warning raised under a command, printed as ``warning: text`` (no source
+    file and line: they mean nothing to a user)."""
+    warn(str(message))
+
+
 def user_errors(fn: F) -> F:
     """Turn user errors into one clear message each and exit code 2 (no traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():  # Python warnings as the CLI's own lines
+                warnings.showwarning = _show_warning
+                return fn(*args, **kwargs)
         except FlowspecError as err:
             report_error(err)
             raise typer.Exit(2) from None
@@ -119,12 +129,14 @@ def unknown_catalogue_name(name: str) -> FlowspecError:
     if name in SPEC_KEYWORDS:
         return FlowspecError(f"'{name}' is {SPEC_KEYWORDS[name]}",
                              hint="`flowspec nodes` lists the nodes")
-    from flowspec.catalogue import known_names
+    from flowspec.catalogue import known_names, train_options
     from flowspec.registry import did_you_mean
 
-    sug = did_you_mean(name, known_names() + list(SPEC_KEYWORDS))
-    return FlowspecError(f"no node, net, prior, dataset, preprocessing step or energy named "
-                         f"'{name}'", hint=f"did you mean '{sug[0]}'?" if sug else
+    sug = did_you_mean(name, known_names() + list(SPEC_KEYWORDS)
+                       + [o.name for o in train_options()])
+    return FlowspecError(f"no node, net, prior, dataset, preprocessing step, energy or "
+                         f"training option named '{name}'",
+                         hint=f"did you mean '{sug[0]}'?" if sug else
                          "`flowspec nodes` lists them all")
 
 

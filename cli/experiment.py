@@ -79,21 +79,26 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
                                       "step (sets train.compile)."),
         data: Path = typer.Option(None, "--data", help="Train on this .csv/.npy/.npz/"
                                   ".safetensors file instead of the spec's dataset."),
+        name: str = typer.Option(None, "--name", help="Name the run (<out>/<name>/...; "
+                                 "default: the spec's name, or the --data file's)."),
     ) -> None:
         """Train a spec (its train.objective: maximum likelihood, reverse KL, ...);
         checkpoints into a run directory.
 
         Every flag is sugar for --set (--seed N: train.seed=N, --compile: train.compile=true,
-        --data FILE: data.dataset reads FILE). Several processes: --nproc N here, or
+        --data FILE: data.dataset reads FILE, and the run is named after FILE; --name N:
+        name=N). Several processes: --nproc N here, or
         torchrun --nproc-per-node N (--nnodes for several machines) running `flowspec train`."""
         from flowspec.errors import FlowspecError
         from flowspec.train import make_request
+        from flowspec.train.request import run_name_for_data
 
         if resume is not None:
             given = [what for flag, what in ((spec is not None, f"SPEC ({spec})"),
                                              (seed is not None, "--seed"), (quick, "--quick"),
                                              (bool(sweep), "--sweep"),
-                                             (data is not None, "--data")) if flag]
+                                             (data is not None, "--data"),
+                                             (name is not None, "--name")) if flag]
             if given:
                 raise FlowspecError(
                     f"--resume continues a run with its own spec, data and seed; "
@@ -103,8 +108,12 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
                          "new run from the spec")
         if sweep and print_spec:
             raise FlowspecError("--print-spec prints one spec; drop --sweep")
+        named = any(s.partition("=")[0].strip() == "name" for s in set_ or [])
+        if name is None and data is not None and not named:
+            name = run_name_for_data(data)
+            note(f"run name: {name} (after the data file; --name sets another)")
         request = make_request(spec, overrides=set_ or [], quick=quick, data=data, seed=seed,
-                               torch_compile=compile_, resume=resume, out=out,
+                               torch_compile=compile_, name=name, resume=resume, out=out,
                                data_dir=data_dir, device=device, nproc=nproc)
         for line in request.notes:
             note(line)
@@ -116,11 +125,6 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
             return
         from flowspec.train import train as run
 
-        if request.is_resume and request.overrides:
-            from flowspec.run.layout import RESUMES
-
-            note(f"resume overrides: {' '.join(request.overrides)} (recorded in "
-                 f"{request.resume / RESUMES})")
         result = run(request, make_reporter=_reporter)
         if result.rank != 0:  # under torchrun, rank 0 speaks for the run
             return
@@ -131,28 +135,47 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
     def evaluate(
         ckpt: Path = CkptArgument,
         data_dir: Path = DataDirOption,
-        split: str = typer.Option("test", help="test | val | train"),
+        split: str = typer.Option(None, help="test | val | train (default: test)."),
         device: str = DeviceOption,
         batch_size: int = typer.Option(500, min=1, help="Evaluation batch size."),
         which: str = WhichOption,
         untrained: bool = UntrainedOption,
+        data: Path = typer.Option(None, "--data", help="Score the rows of this file (the "
+                                  "training file's columns and context) instead of a split."),
+        per_row: Path = typer.Option(None, "--per-row", help="With --data: write one "
+                                     "log-density per row (nats) to this .csv."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object (a flag; "
                                                            "takes no value)."),
     ) -> None:
-        """Held-out negative log-likelihood in nats and bits/dim (reverse KL for energy runs)."""
+        """Held-out negative log-likelihood in nats and bits/dim (reverse KL for energy
+        runs); with --data, the log-density of every row of a new file."""
         from flowspec.errors import FlowspecError
 
-        if split not in ("test", "val", "train"):
+        if split is not None and split not in ("test", "val", "train"):
             raise FlowspecError(f"--split must be test, val or train, got '{split}'")
+        if data is not None and split is not None:
+            raise FlowspecError("--data scores a file; --split picks a split of the run's "
+                                "own data: give one of them")
+        if per_row is not None and data is None:
+            raise FlowspecError("--per-row writes the scores of --data FILE",
+                                hint="add --data new.csv")
+        if per_row is not None:
+            from flowspec_cli.common import check_output
+
+            check_output(per_row, (".csv",), "--per-row")
         flow, resolved = load_flow(ckpt, device, which, untrained, quiet=as_json)
+        info = ({"path": str(resolved.checkpoint), "which": resolved.which,
+                 "step": resolved.step, "notes": resolved.notes}
+                if resolved is not None else {"untrained": True})
+        if data is not None:
+            _score(flow, data, per_row, as_json, info, data_dir, batch_size)
+            return
+        split = split or "test"
         from flowspec.objectives import objective_class
 
         metrics = objective_class(flow.spec).evaluate_trained(
             flow, flow.spec, split=split, data_dir=data_dir, batch_size=batch_size)
         if as_json:
-            info = ({"path": str(resolved.checkpoint), "which": resolved.which,
-                     "step": resolved.step, "notes": resolved.notes}
-                    if resolved is not None else {"untrained": True})
             print(json.dumps({**metrics, "split": split, "checkpoint": info}))
         else:
             for k, v in metrics.items():
@@ -236,17 +259,21 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         """Per-node panels of test points (data → latent) and samples (latent → data)."""
         flow, resolved = load_flow(ckpt, "cpu", which, untrained)
         name = "trace" + ("-untrained" if resolved is None else "") + f"-seed{seed}.png"
-        path, replaced = output_for(output, resolved, "trace", name, FIGURE_SUFFIXES)
+        from flowspec.run.layout import TRACE_DIR
+
+        path, replaced = output_for(output, resolved, TRACE_DIR, name, FIGURE_SUFFIXES)
         import torch
 
         from flowspec.objectives import objective_class
+        from flowspec.sampling import data_column_names
         from flowspec.viz.notes import collect_warnings
         from flowspec.viz.trace import plot_trace
 
         torch.manual_seed(seed)
         x = objective_class(flow.spec).reference_points(flow, flow.spec, n, data_dir)
+        names = data_column_names(flow, data_dir)
         with collect_warnings() as notes:
-            written = plot_trace(flow, x, path, n_samples=n)
+            written = plot_trace(flow, x, path, n_samples=n, names=names)
         for line in notes:
             warn(line)
         wrote(written, replaced)
@@ -284,7 +311,10 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
                  f"{pairs}")
             pairs = n_test // 2
         name = f"interpolate-pairs{pairs}-steps{steps}-seed{seed}.png"
-        path, replaced = output_for(output, resolved, "interpolations", name, IMAGE_SUFFIXES)
+        from flowspec.run.layout import INTERPOLATIONS_DIR
+
+        path, replaced = output_for(output, resolved, INTERPOLATIONS_DIR, name,
+                                    IMAGE_SUFFIXES)
         from flowspec.sampling import interpolate_figure
 
         wrote(interpolate_figure(flow, path, data_dir=data_dir, pairs=pairs, steps=steps,
@@ -314,7 +344,10 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         flow, resolved = load_flow(ckpt, device, which, untrained)
         what = image.stem if image is not None else "test"
         name = f"manipulate-{attr}-{what}.png"
-        path, replaced = output_for(output, resolved, "manipulations", name, IMAGE_SUFFIXES)
+        from flowspec.run.layout import MANIPULATIONS_DIR
+
+        path, replaced = output_for(output, resolved, MANIPULATIONS_DIR, name,
+                                    IMAGE_SUFFIXES)
         from flowspec.sampling import manipulate_figure
 
         wrote(manipulate_figure(flow, path, attr=attr, alphas=values, data_dir=data_dir,
@@ -348,21 +381,57 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
                       f"n_bits={getattr(prep, 'n_bits', None)}, entropy={source.entropy}")
 
 
+# -- eval helpers ----------------------------------------------------------------------------
+def _score(flow, data: Path, per_row: Path | None, as_json: bool, checkpoint: dict,
+           data_dir: Path | None, batch_size: int) -> None:
+    """``eval --data``: one log-density per row of ``data``, summarised (and written)."""
+    from flowspec.data.score import score_rows
+
+    scores, _ = score_rows(flow, data, data_dir=data_dir, batch_size=batch_size)
+    values = [float(v) for v in scores]
+    finite = [v for v in values if v == v and abs(v) != float("inf")]
+    summary = {"data": str(data), "n": len(values),
+               "mean_log_prob_nats": sum(finite) / len(finite) if finite else None,
+               "nll_nats": -sum(finite) / len(finite) if finite else None,
+               "min_log_prob_nats": min(finite) if finite else None,
+               "max_log_prob_nats": max(finite) if finite else None,
+               "non_finite": len(values) - len(finite)}
+    replaced = per_row is not None and per_row.exists()
+    if per_row is not None:
+        from flowspec.oserrors import write_error
+
+        text = "row,log_prob_nats\n" + "".join(f"{i},{v!r}\n" for i, v in enumerate(values))
+        try:
+            per_row.write_text(text)
+        except OSError as err:
+            raise write_error(per_row, err) from None
+    if as_json:
+        print(json.dumps({**summary, "per_row": str(per_row) if per_row else None,
+                          "log_prob_nats": values, "checkpoint": checkpoint}))
+        return
+    if summary["non_finite"]:
+        warn(f"{summary['non_finite']} row(s) have a log-density of -inf or nan (outside "
+             "what the flow can produce)")
+    for k, v in summary.items():
+        console.print(f"{k:>20}: {num(v)}", highlight=False)
+    if per_row is not None:
+        wrote(per_row, replaced)
+
+
 # -- train helpers ---------------------------------------------------------------------------
 def _done(result) -> None:
     """The closing lines: timestamped records like the log's when not on a terminal."""
     from rich.text import Text
 
-    from flowspec.train.report import format_metrics, timestamp
+    from flowspec.train.report import summary_lines, timestamp
 
     stamp = "" if is_tty() else f"{timestamp()} "
     line = Text(stamp)
     line.append("done", style="green")
     line.append(f": {result.run_dir}")
     console.print(line, highlight=False)
-    if result.metrics:
-        console.print(f"{stamp}final: {format_metrics(result.metrics)}", highlight=False,
-                      markup=False)
+    for text in summary_lines(result.metrics, result.metrics_split, result.best):
+        console.print(f"{stamp}{text}", highlight=False, markup=False)
 
 
 def _sweep(request, items: list[str]) -> None:
@@ -374,8 +443,12 @@ def _sweep(request, items: list[str]) -> None:
 
     rows = sweep(request, items, make_reporter=_reporter, announce=announce, warn=warn)
     key = rows[0].metric if rows else "metric"
-    print_table(["run", f"best {key}", "best step", f"final test {key}", "time", "status",
-                 "run dir"],
-                [[r.label, r.best, r.best_step, r.final_test, f"{r.elapsed_s:.0f} s", r.status,
-                  r.run_dir] for r in rows],
-                title="sweep over " + ", ".join(item.partition("=")[0] for item in items))
+    split = next((r.best_split for r in rows if r.best_split), "val")
+    print_table(["run", f"best {split} {key}", "best step", f"test {key} @ best",
+                 f"test {key} @ last", "last step", "time", "status", "run dir"],
+                [[r.label, r.best if r.best is not None else "no best", r.best_step,
+                  r.test_at_best, r.test_at_last, r.last_step, f"{r.elapsed_s:.0f} s",
+                  r.status, r.run_dir] for r in rows],
+                title="sweep over " + ", ".join(item.partition("=")[0] for item in items)
+                + f": ranked by best {split} {key} (the best checkpoint, which flowspec eval "
+                  "uses)")

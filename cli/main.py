@@ -19,6 +19,7 @@ from rich.tree import Tree
 from flowspec_cli import experiment, export_cmd, runs
 from flowspec_cli.cache import cached_output
 from flowspec_cli.common import (
+    DataDirOption,
     SetOption,
     WhichOption,
     console,
@@ -184,8 +185,11 @@ def show(spec: Path, set_: list[str] = SetOption,
                                        "(YAML: vars, --set and defaults applied) instead.")
          ) -> None:
     """Show the compiled graph: nodes, shapes, parameters and totals, repeats folded."""
-    if resolved:
-        print(_load_spec(spec, set_).to_yaml(), end="")
+    if resolved:  # as train --print-spec: only the run length in effect
+        from flowspec.spec.source import dump_yaml
+        from flowspec.train.request import length_in_effect
+
+        print(dump_yaml(length_in_effect(_load_spec(spec, set_).document)), end="")
         return
     from rich.text import Text
 
@@ -206,6 +210,15 @@ def show(spec: Path, set_: list[str] = SetOption,
         top = Tree(Text.assemble((s.name, "bold"), f" input {list(flow.input_shape)}{cond}"))
         _tree(top, outline.runs(root, expand), outline, expand)
         console.print(top)
+    elif not is_tty():  # a pipe: one plain row per node, full width, never wrapped
+        from flowspec_cli.common import print_table
+
+        rows = []
+        for row in outline.flat_rows(root, expand):
+            key, kind, ins, outs, count, settings = _entry_text(row, outline)
+            rows.append([key, kind, _dims(ins), _dims(outs) or "latent",
+                         count.replace("\n", " "), settings.plain.replace("\n", "; ")])
+        print_table(["node", "type", "in", "out", "params", "settings"], rows, title=title)
     else:
         rows = outline.flat_rows(root, expand)
         longest_id = max(len(r.key if isinstance(r, outline.Fold) else r.id) for r in rows)
@@ -233,8 +246,11 @@ def check(spec: Path = typer.Argument(..., help="Spec, checkpoint or run directo
           quick: bool = typer.Option(False, "--quick", help="Apply the spec's quick overrides."),
           max_dims: int = typer.Option(1024, help="Skip Jacobians of nodes with more dims."),
           which: str = WhichOption,
+          data_dir: Path = DataDirOption,
           ) -> None:
-    """Verify every node of a flow: round trip and log-det vs autograd, in float64."""
+    """Verify every node of a flow: round trip and log-det vs autograd, in float64. A
+    conditional flow is checked at contexts of its training data (random ones without
+    data), said before the table."""
     from flowspec.api import build_flow, is_checkpoint
     from flowspec.check import check_flow
 
@@ -245,18 +261,21 @@ def check(spec: Path = typer.Argument(..., help="Spec, checkpoint or run directo
     else:  # an untrained one is perturbed off the identity first
         flow, jitter = build_flow(_load_spec(spec, set_, quick)), 0.1
     progress, done = _check_progress()
+    notes: list[str] = []
     try:
-        reports = check_flow(flow, max_dims=max_dims, jitter=jitter, progress=progress)
+        reports = check_flow(flow, max_dims=max_dims, jitter=jitter, progress=progress,
+                             notes=notes, data_dir=data_dir)
     finally:
         done()
-    table = Table(title="per-node check (float64)")
-    for col in ("node", "type", "round trip", "log-det vs autograd", "fwd+inv log-det", "ok"):
-        table.add_column(col)
-    for r in reports:
-        table.add_row(r.node, r.type, f"{r.roundtrip_error:.1e}",
-                      "skipped" if r.logdet_error is None else f"{r.logdet_error:.1e}",
-                      f"{r.cancel_error:.1e}", "[green]✓[/]" if r.ok else "[red]✗[/]")
-    console.print(table)
+    for line in notes:
+        console.print(line, highlight=False, markup=False)
+    from flowspec_cli.common import print_table
+
+    print_table(["node", "type", "round trip", "log-det vs autograd", "fwd+inv log-det", "ok"],
+                [[r.node, r.type, f"{r.roundtrip_error:.1e}",
+                  "skipped" if r.logdet_error is None else f"{r.logdet_error:.1e}",
+                  f"{r.cancel_error:.1e}", "✓" if r.ok else "✗ FAILED"] for r in reports],
+                title="per-node check (float64)")
     bad = [r for r in reports if not r.ok]
     if bad:
         console.print(f"[red]{len(bad)} node(s) failed[/]")
@@ -290,17 +309,26 @@ def _check_progress():
 
 @app.command()
 @user_errors
-@cached_output("schema")
 def schema(output: Path = typer.Option(None, "-o", "--output", help="Write to a file.")) -> None:
     """Print the JSON Schema of specs (draft-07), for editors' YAML language servers."""
+    if output is None:
+        _print_schema()
+        return
+    from flowspec.oserrors import write_error
     from flowspec.spec import spec_schema
 
-    text = json.dumps(spec_schema(), indent=2)
-    if output:
-        output.write_text(text + "\n")
-        console.print(f"wrote {output}")
-    else:
-        print(text)
+    try:  # never from the cache: the file must be written every time
+        output.write_text(json.dumps(spec_schema(), indent=2) + "\n")
+    except OSError as err:
+        raise write_error(output, err) from None
+    console.print(f"wrote {output}", highlight=False, markup=False)
+
+
+@cached_output("schema")
+def _print_schema() -> None:
+    from flowspec.spec import spec_schema
+
+    print(json.dumps(spec_schema(), indent=2))
 
 
 @app.command()
@@ -316,10 +344,13 @@ def nodes(markdown: bool = typer.Option(False, "--markdown", help="Markdown for 
         catalogue_markdown,
         doc_text,
         find,
+        find_train_option,
         inverse_kind,
         param_rows,
         public,
         registries,
+        schema_rows,
+        train_options,
     )
 
     if markdown:
@@ -327,8 +358,19 @@ def nodes(markdown: bool = typer.Option(False, "--markdown", help="Markdown for 
         return
     if name:  # every registry that has it (a name may be both a node and a prep step)
         found = find(name)
-        if not found:
+        options = find_train_option(name)
+        if not found and not options:
             raise unknown_catalogue_name(name)
+        for option in options:  # an optimizer, a schedule, a train key
+            console.print(Text.assemble((option.name, "bold"), f" ({option.kind}) — ")
+                          + doc_text(option.doc))
+            rows = schema_rows(option.schema)
+            if rows:
+                from flowspec_cli.common import print_table
+
+                print_table(["parameter", "type", "default", "description"],
+                            [[p, t.replace("\\|", "|"), d, doc_text(desc).plain]
+                             for p, t, d, desc in rows])
         for reg, entry in found:
             head = Text.assemble((entry.name, "bold"), f" ({reg.kind}"
                                  + (f", {entry.category}" if entry.category else "") + ") — ")
@@ -339,6 +381,13 @@ def nodes(markdown: bool = typer.Option(False, "--markdown", help="Markdown for 
             if not rows:
                 console.print("no parameters")
                 continue
+            if not is_tty():  # a pipe: plain rows, full width
+                from flowspec_cli.common import print_table
+
+                print_table(["parameter", "type", "default", "description"],
+                            [[p, t.replace("\\|", "|"), d, doc_text(desc).plain]
+                             for p, t, d, desc in rows])
+                continue
             table = Table()
             for col in ("parameter", "type", "default", "description"):
                 table.add_column(col, overflow="fold")
@@ -348,6 +397,16 @@ def nodes(markdown: bool = typer.Option(False, "--markdown", help="Markdown for 
             console.print(table)
         return
     for reg, title in registries():
+        if not is_tty():  # a pipe: plain rows, full width
+            from flowspec_cli.common import print_table
+
+            print_table(["name", "category"] + (["inverse"] if reg.kind == "node" else [])
+                        + ["what it is"],
+                        [[e.name, e.category or ""]
+                         + ([inverse_kind(e)] if reg.kind == "node" else [])
+                         + [doc_text(e.doc).plain] for e in public(reg)], title=title)
+            print()
+            continue
         table = Table(title=title)
         table.add_column("name", style="cyan", no_wrap=True)
         table.add_column("category", max_width=14)
@@ -358,12 +417,38 @@ def nodes(markdown: bool = typer.Option(False, "--markdown", help="Markdown for 
             extra = [Text(inverse_kind(e))] if reg.kind == "node" else []
             table.add_row(Text(e.name), Text(e.category), *extra, doc_text(e.doc))
         console.print(table)
+    from flowspec_cli.common import print_table
+
+    print_table(["name", "what", "description"],
+                [[o.name, o.kind, doc_text(o.doc).plain] for o in train_options()
+                 if o.kind != "train key"],
+                title="Training options (train: optimizer, schedule; every train key: "
+                      "flowspec nodes KEY)")
     console.print("details: flowspec nodes NAME · Markdown: flowspec nodes --markdown")
 
 
 experiment.register(app, data_app)
 runs.register(app)
 export_cmd.register(app)
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    """Command help as paragraphs, each one line: rich wraps them at the terminal's width.
+    Typer keeps a docstring's own line breaks after its first paragraph, which cut
+    phrases in the middle of a line on any terminal wider or narrower than the source."""
+    import inspect
+
+    for info in typer_app.registered_commands:
+        text = info.help or inspect.getdoc(info.callback) or ""
+        paragraphs = [" ".join(line.strip() for line in para.splitlines())
+                      for para in text.strip().split("\n\n")]
+        info.help = "\n\n".join(p for p in paragraphs if p)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
+
+
+_reflow_help(app)
 
 
 def main() -> None:  # pragma: no cover

@@ -23,7 +23,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print a JSON list (a flag; takes "
                                                            "no value)."),
     ) -> None:
-        """List runs: status (running/finished/interrupted/diverged), step, best metric, time."""
+        """List runs: data, status (running/finished/interrupted/diverged), step, best
+        metric, time."""
         from flowspec.errors import FlowspecError
         from flowspec.registry import did_you_mean
         from flowspec.run.listing import format_duration, list_runs
@@ -51,11 +52,14 @@ def register(app: typer.Typer) -> None:
         for r in found:
             best = r.best or {}
             best_text = (f"{best.get('metric')} {best['value']:.6g} @ {best.get('step')}"
-                         if best.get("value") is not None else "")
+                         if best.get("value") is not None else
+                         "no best (no val split)" if r.has_last and r.status == "finished"
+                         else "no best yet")
             started = (time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started))
                        if r.started else "")
-            rows.append([r.name, r.path.name, r.status, r.progress(), best_text, started,
+            rows.append([r.name, r.path.name, r.data or "", r.status, r.progress(), best_text,
+                         started,
                          format_duration(r.elapsed_s) if r.elapsed_s is not None else "",
                          str(r.path)])
-        print_table(["spec", "run", "status", "step", "best", "started", "time", "path"],
+        print_table(["name", "run", "data", "status", "step", "best", "started", "time", "path"],
                     rows)

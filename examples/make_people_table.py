@@ -9,7 +9,7 @@ the kind of column a continuous density must not be fitted to silently:
         # warns at start: column 'sex' takes only 2 distinct values (1, 2) ...
     flowspec train specs/spline_tabular.yaml --data data/people.csv --set vars.D=4 \\
         --set 'data.dataset.file.columns=[height_cm,weight_kg,age_years,systolic_mmHg]'
-    flowspec sample runs/spline_tabular -o people.png   # a corner plot, data vs samples
+    flowspec sample runs/people -o people.png           # a corner plot, data vs samples
 """
 
 from __future__ import annotations

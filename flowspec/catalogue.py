@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flowspec.registry import Entry, Registry
@@ -79,8 +80,13 @@ def _type_of(schema: dict[str, Any]) -> str:
 
 def param_rows(entry: Entry) -> list[tuple[str, str, str, str]]:
     """(name, type, default, description) per parameter."""
-    props = entry.schema.get("properties", {})
-    required = set(entry.schema.get("required", []))
+    return schema_rows(entry.schema)
+
+
+def schema_rows(schema: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(name, type, default, description) per property of an object schema."""
+    props = schema.get("properties", {})
+    required = set(schema.get("required", []))
     rows = []
     for name, sch in props.items():
         default = "required" if name in required else (
@@ -130,20 +136,98 @@ def catalogue_markdown() -> str:
     return "\n".join(registry_markdown(reg, title) for reg, title in registries())
 
 
+# -- training options: not registries, but names users look up (`flowspec nodes adamw`) --
+@dataclass(frozen=True)
+class TrainOption:
+    """A name in the spec's ``train`` section: an optimizer, a schedule or a key."""
+
+    name: str
+    kind: str  # "optimizer", "schedule", "optimizer parameter", "train key"
+    doc: str
+    schema: dict[str, Any]
+
+
+_OPTIMIZER_DOCS = {
+    "adam": "Adam (torch.optim.Adam, fused kernel where possible); the default, "
+            "``{adam: {lr: 1.0e-3}}``. ``weight_decay`` here is L2 added to the gradient.",
+    "adamw": "AdamW (torch.optim.AdamW): Adam with decoupled weight decay -- the one to "
+             "use with ``weight_decay`` (e.g. ``{adamw: {lr: 1.0e-3, weight_decay: "
+             "1.0e-4}}``), which regularises small data.",
+    "sgd": "Stochastic gradient descent (torch.optim.SGD), with ``momentum``.",
+}
+_SCHEDULE_DOCS = {
+    "constant": "learning-rate schedule (``train.schedule: constant``, the default): the "
+                "optimizer's lr after the ``warmup_steps`` warm-up.",
+    "cosine": "learning-rate schedule (``train.schedule: cosine``): after the warm-up, "
+              "cosine decay from the optimizer's lr to 0 at the last step.",
+}
+
+
+def train_options() -> list[TrainOption]:
+    """Optimizers, schedules, ``weight_decay`` and every ``train`` key, from the train
+    schema (:mod:`flowspec.train.config`), for ``flowspec nodes NAME`` and the docs."""
+    from flowspec.train.config import OPTIMIZER_SCHEMA, TRAIN_SCHEMA
+
+    per_optimizer = OPTIMIZER_SCHEMA["oneOf"][1]["properties"]
+    out = [TrainOption(name, "optimizer", _OPTIMIZER_DOCS.get(name, ""), per_optimizer[name])
+           for name in per_optimizer]
+    out += [TrainOption(name, "schedule", doc, {}) for name, doc in _SCHEDULE_DOCS.items()]
+    out.append(TrainOption(
+        "weight_decay", "optimizer parameter",
+        "``train.optimizer.<adam|adamw|sgd>.weight_decay`` (default 0): pulls weights to 0 "
+        "every step; with ``adamw`` it is decoupled from the gradient. E.g. ``--set "
+        "train.optimizer=adamw --set train.optimizer.adamw.weight_decay=1e-4``.", {}))
+    for key, sch in TRAIN_SCHEMA["properties"].items():
+        default = f" (default ``{json.dumps(sch['default'])}``)" if "default" in sch else ""
+        doc = (sch.get("description") or "").strip()
+        out.append(TrainOption(key, "train key", f"``train.{key}``{default}"
+                               + (f": {doc}" if doc else ""),
+                               sch if sch.get("type") == "object" else {}))
+    return out
+
+
+def find_train_option(name: str) -> list[TrainOption]:
+    """The training options called ``name`` (empty when none)."""
+    return [o for o in train_options() if o.name == name]
+
+
+def train_options_markdown() -> str:
+    """The training options as Markdown (docs/spec-language.md's generated section)."""
+    lines = ["| name | what | description |", "| --- | --- | --- |"]
+    for o in train_options():
+        text = doc_markdown(o.doc).replace("|", "\\|")
+        params = ", ".join(f"`{n}`" for n, *_ in schema_rows(o.schema))
+        lines.append(f"| `{o.name}` | {o.kind} | {text}"
+                     + (f" Parameters: {params}." if params else "") + " |")
+    return "\n".join(lines)
+
+
+TRAIN_START, TRAIN_END = "<!-- train-options:start -->", "<!-- train-options:end -->"
+
+
 START, END = "<!-- catalogue:start -->", "<!-- catalogue:end -->"
 
 
-def update_readme(path: str = "README.md") -> bool:
-    """Rewrite the generated catalogue section of the README; True if it changed."""
+def _update_section(path: str, start: str, end: str, body: str) -> bool:
     from pathlib import Path
 
     p = Path(path)
     text = p.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{catalogue_markdown()}\n{END}{tail}"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{start}\n{body}\n{end}{tail}"
     p.write_text(new)
     return new != text
+
+
+def update_readme(path: str = "README.md") -> bool:
+    """Rewrite the generated catalogue section of the README; True if it changed."""
+    return _update_section(path, START, END, catalogue_markdown())
+
+
+def update_spec_language(path: str = "docs/spec-language.md") -> bool:
+    """Rewrite the generated training-options section of the spec language doc."""
+    return _update_section(path, TRAIN_START, TRAIN_END, train_options_markdown())
 
 
 if __name__ == "__main__":  # python -m flowspec.catalogue [README.md]
@@ -151,3 +235,7 @@ if __name__ == "__main__":  # python -m flowspec.catalogue [README.md]
 
     changed = update_readme(*(sys.argv[1:2] or []))
     print("README catalogue updated" if changed else "README catalogue already current")
+    if not sys.argv[1:2]:
+        changed = update_spec_language()
+        print("docs/spec-language.md training options updated" if changed else
+              "docs/spec-language.md training options already current")

@@ -169,7 +169,7 @@ class Flow(nn.Module):
             return None
         if context is None:
             raise FlowspecError("this flow is conditional: pass a context (model.context)")
-        ref = self._reference_tensor()
+        ref = self.reference_tensor()
         if self.num_classes is not None:
             labels = torch.as_tensor(context, device=ref.device).long()
             if labels.dim() == 0:
@@ -204,10 +204,10 @@ class Flow(nn.Module):
         """User data -> a tensor of the flow's dtype and device, ``[N, *input_shape]``:
         numpy arrays, lists and float64 tensors are accepted; a wrong shape names the
         expected one."""
-        if torch.is_tensor(x) and x.dtype == self._reference_tensor().dtype and \
+        if torch.is_tensor(x) and x.dtype == self.reference_tensor().dtype and \
                 tuple(x.shape[1:]) == self.input_shape and x.dim() == len(self.input_shape) + 1:
             return x  # the training path: nothing to convert
-        t = _as_float(x, self._reference_tensor(), what)
+        t = _as_float(x, self.reference_tensor(), what)
         if t.dim() != len(self.input_shape) + 1 or tuple(t.shape[1:]) != self.input_shape:
             dims = ", ".join(map(str, self.input_shape))
             one = (f"; for one example use x[None] (shape [1, {dims}])"
@@ -216,12 +216,16 @@ class Flow(nn.Module):
                                 f"(N examples of model.input [{dims}]){one}")
         return t
 
-    def _reference_tensor(self) -> torch.Tensor:
+    def reference_tensor(self) -> torch.Tensor:
+        """A tensor on the flow's device with its dtype (its first weight, else buffer,
+        else a CPU float32 scalar): what inputs, noise and grids are made like."""
         for t in self.parameters():
             return t
         for t in self.buffers():
             return t
         return torch.zeros(())
+
+    _reference_tensor = reference_tensor  # the old private name, for code written before
 
     # -- walks -----------------------------------------------------------------------
     def _run(self, fn: Callable, inp: Any, context: Any):

@@ -10,8 +10,10 @@ work on it afterwards like on any other run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from flowspec.compile import Flow
-from flowspec.errors import DataError
+from flowspec.errors import DataError, FlowspecError
 
 ArrayLike = Any  # numpy array, torch tensor, or anything numpy.asarray takes
 
@@ -53,9 +55,13 @@ def _as_tensor(value: ArrayLike, what: str) -> torch.Tensor:
     return out
 
 
-def _write_arrays(folder: Path, x: torch.Tensor, context: torch.Tensor | None) -> Path:
+def _write_arrays(folder: Path, x: torch.Tensor, context: torch.Tensor | None,
+                  files: dict[Path, tuple[str, bool]] | None = None, what: str = "data"
+                  ) -> Path:
     """``x`` (and ``context``) as ``<folder>/<sha256 of the contents>.safetensors``: the
-    same data is written once, and a changed array never overwrites a run's file."""
+    same data is written once, and a changed array never overwrites a run's file.
+    ``files[path] = (what, written now)`` (a file written now is removed again if the
+    fit fails; errors name ``what`` instead of the path)."""
     from safetensors.torch import save_file
 
     tensors = {"x": x.contiguous()}
@@ -73,8 +79,13 @@ def _write_arrays(folder: Path, x: torch.Tensor, context: torch.Tensor | None) -
         try:
             save_file(tensors, tmp)
             os.replace(tmp, path)
+            written = True
         finally:
             Path(tmp).unlink(missing_ok=True)
+    else:
+        written = False
+    if files is not None:
+        files[path] = (what, written)
     return path
 
 
@@ -129,10 +140,70 @@ def fit(
       on the run afterwards; ``flow.run_dir`` says where.
     * ``verbose``: print the trainer's progress lines (``False``: silent).
     """
+    temporary = out is None
+    root = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="flowspec-fit-"))
+    files: dict[Path, tuple[str, bool]] = {}
+    runs_before = _runs(root)
+    try:
+        return _fit(spec, data, root, files, context=context, test_data=test_data,
+                    test_context=test_context, overrides=overrides, quick=quick,
+                    device=device, seed=seed, data_dir=data_dir, verbose=verbose)
+    except BaseException as err:
+        # a failed fit leaves nothing behind -- not its temporary folder, not its data
+        # copies -- unless a run directory was made (its status says how it ended)
+        if _runs(root) == runs_before:
+            if temporary:
+                shutil.rmtree(root, ignore_errors=True)
+            for path, (_, written) in files.items():
+                if written:
+                    path.unlink(missing_ok=True)
+                    try:
+                        path.parent.rmdir()  # the data folder, if now empty
+                    except OSError:
+                        pass
+        if isinstance(err, FlowspecError) and files:
+            raise _without_paths(err, files) from None
+        raise
+
+
+def _runs(root: Path) -> set[Path]:
+    from flowspec.run.listing import list_runs
+
+    return {r.path for r in list_runs(root)}
+
+
+def _without_paths(err: FlowspecError, files: dict[Path, tuple[str, bool]]) -> FlowspecError:
+    """``err`` with the internal file names of the arrays replaced by what the user
+    passed (``data``, ``test_data``): a temporary path means nothing to them."""
+    names = {}
+    for path, (what, _) in files.items():
+        names[str(path)] = names[str(path.resolve())] = f"the {what} array"
+
+    def clean(text: str | None) -> str | None:
+        if text is None:
+            return None
+        for path, name in sorted(names.items(), key=lambda kv: -len(kv[0])):
+            text = text.replace(path, name)
+        return text
+
+    def located(p: Any) -> Any:
+        where = names.get(str(p.loc.file)) if p.loc is not None and p.loc.file else None
+        if where is None:
+            return dataclasses.replace(p, message=clean(p.message) or "",
+                                       path=clean(p.path) or "", hint=clean(p.hint))
+        line = f" row {p.loc.line}" if p.loc.line else ""
+        return dataclasses.replace(p, loc=None, path=f"{where}{line}",
+                                   message=clean(p.message) or "", hint=clean(p.hint))
+
+    return type(err)([located(p) for p in err.problems])
+
+
+def _fit(spec: Any, data: Any, root: Path, files: dict[Path, tuple[str, bool]], *, context: Any,
+         test_data: Any, test_context: Any, overrides: Any, quick: bool, device: str,
+         seed: int | None, data_dir: Any, verbose: bool) -> Flow:
     from flowspec.train import make_request, train
     from flowspec.train.report import PlainReporter, SilentReporter
 
-    root = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="flowspec-fit-"))
     options: dict[str, Any] = dict(overrides=overrides, quick=quick, seed=seed, out=root,
                                    data_dir=data_dir, device=device)
     if isinstance(data, (str, os.PathLike)):
@@ -159,10 +230,11 @@ def fit(
             _check_shapes(base, tx, tc, "test_data")
             if (tc is None) != (ctx is None):
                 raise DataError("give test_context exactly when context is given")
-            params["test_path"] = str(_write_arrays(folder, tx, tc).resolve())
+            params["test_path"] = str(_write_arrays(folder, tx, tc, files, "test_data").resolve())
         elif test_context is not None:
             raise DataError("test_context was given without test_data")
-        request = make_request(spec, data=_write_arrays(folder, x, ctx), data_params=params,
+        request = make_request(spec, data=_write_arrays(folder, x, ctx, files),
+                               data_params=params,
                                keep_selection=False, **options)
     result = train(request, reporter=PlainReporter() if verbose else SilentReporter())
     flow = result.flow

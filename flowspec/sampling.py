@@ -143,7 +143,7 @@ def draw_samples(flow: Flow, source: Any, prep: Any, path: str | Path, n: int,
     from flowspec.viz.points import plot_samples_2d
 
     names = _column_names(source)
-    dev = flow._reference_tensor().device
+    dev = flow.reference_tensor().device
     samples = {}
     for t in temps:
         ctx = context if context is not None else _class_context(flow, n, label)
@@ -168,6 +168,18 @@ def draw_samples(flow: Flow, source: Any, prep: Any, path: str | Path, n: int,
     return plot_samples_2d(flow, samples, path, data=ref, title=title, names=names)
 
 
+def data_column_names(flow: Flow, data_dir: Any = None) -> list[str] | None:
+    """The column names of the data a flow was trained on (csv files), for axis labels;
+    None when the data has none or is not at hand."""
+    from flowspec.data import open_spec_dataset
+
+    try:
+        source, _ = open_spec_dataset(flow.spec, data_dir)
+    except FlowspecError:
+        return None
+    return _column_names(source)
+
+
 def _column_names(source: Any) -> list[str] | None:
     """The data's column names (csv files), for axis labels."""
     names = getattr(source, "feature_names", None)
@@ -188,8 +200,8 @@ class _WithContext:
     def log_prob(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
         return self.flow.log_prob(x, self.context)
 
-    def _reference_tensor(self) -> torch.Tensor:
-        return self.flow._reference_tensor()
+    def reference_tensor(self) -> torch.Tensor:
+        return self.flow.reference_tensor()
 
 
 def _image_grid(flow: Flow, prep: Any, path: Path, n: int, temps: list[float], context: Any,
@@ -237,7 +249,7 @@ def interpolate_figure(
     test = source.load("test")
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(test.x.shape[0], generator=gen)[: 2 * pairs]
-    dev = flow._reference_tensor().device
+    dev = flow.reference_tensor().device
     x = prep.deterministic(test.x[idx].to(dev))
     y = test.y[idx].to(dev) if test.y is not None else None
     z = _latent_batch(flow, x, y)
@@ -284,7 +296,7 @@ def attribute_direction(flow: Flow, source: Any, prep: Any, attr: str,
     train = source.load("train")
     col = names.index(attr)
     flags = train.attrs[:max_examples, col] > 0
-    dev = flow._reference_tensor().device
+    dev = flow.reference_tensor().device
     sums = {True: None, False: None}
     counts = {True: 0, False: 0}
     for start in range(0, flags.shape[0], batch):
@@ -313,7 +325,7 @@ def manipulate_figure(
 
     source, prep = _data(flow, data_dir)
     direction = attribute_direction(flow, source, prep, attr)
-    dev = flow._reference_tensor().device
+    dev = flow.reference_tensor().device
     if image is not None:
         from flowspec.data import load_image_as
 

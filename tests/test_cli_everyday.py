@@ -101,7 +101,7 @@ def test_resume_by_name_with_overrides(runs_root):
                "--set", "train.optimizer.adam.lr=0.002", "--device", "cpu")
     assert r.exit_code == 0, r.output
     assert "resuming at step 12" in r.stdout and "lr=0.002" in r.stdout
-    assert "newest run" in r.stderr and "resumes.jsonl" in r.stderr
+    assert "newest run" in r.stderr and "resumes.jsonl" in r.stdout  # said once accepted
     assert json.loads((run / "status.json").read_text())["step"] == 16
     r = invoke("train", "--resume", "tiny", "--out", runs_root, "--set", "train.steps=17",
                "--device", "cpu")  # a bare name is looked up under --out
@@ -149,7 +149,7 @@ def test_sweep_compares_runs(tiny_spec_path, tmp_path):
     table = r.stdout[r.stdout.index("sweep over train.steps"):]
     rows = [line for line in table.splitlines() if line.startswith("train.steps=")]
     assert len(rows) == 2 and all("finished" in row and str(out) in row for row in rows)
-    assert "best nll_nats" in table and "best step" in table
+    assert "best val nll_nats" in table and "best step" in table
     assert len(list((out / "tiny").iterdir())) == 2
     r = invoke("train", tiny_spec_path, "--sweep", "train.steps", *FAST)
     assert r.exit_code == 2 and "PATH=V1,V2" in r.output

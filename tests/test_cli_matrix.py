@@ -98,7 +98,8 @@ def test_train_matrix(mode, option, base, tmp_path, monkeypatch):
     if mode == "sweep":
         assert r.output.count("finished") == 2, r.output
     if option == "data" and mode != "resume":
-        assert "points.csv" in next((tmp_path / "runs" / "tiny").iterdir()).joinpath(
+        # a run on a data file is named after it
+        assert "points.csv" in next((tmp_path / "runs" / "points").iterdir()).joinpath(
             "spec.yaml").read_text()
     if option == "compile":  # --compile is --set train.compile=true, recorded with the run
         if mode == "resume":

@@ -86,7 +86,7 @@ def test_manipulate_alphas(run):
 
 def test_nodes_names():
     refused("nodes", "no_such_node", expect="no node, net, prior, dataset, preprocessing "
-            "step or energy named 'no_such_node'")
+            "step, energy or training option named 'no_such_node'")
     refused("nodes", "affine_couplin", expect="did you mean 'affine_coupling'")
     out = refused("nodes", "factor_out", expect="'factor_out' is a spec keyword, not a node")
     assert "latent" in out

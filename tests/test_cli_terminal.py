@@ -88,4 +88,6 @@ def test_plain_log_lines_in_a_pipe(tiny_spec_path, tmp_path):
     assert any(len(line) > 80 for line in lines)  # long records stay whole
     assert any(" epoch " in line and " val: nll_nats=" in line for line in lines)
     assert "loss in nats/dim" in lines[0] and str(out) in lines[0]
-    assert lines[-2].endswith(" done: " + str(next((out / "tiny").iterdir())))
+    assert lines[-3].endswith(" done: " + str(next((out / "tiny").iterdir())))
+    assert " last checkpoint (step 40, val): " in lines[-2]
+    assert " best checkpoint (step " in lines[-1]

@@ -351,7 +351,7 @@ def test_cli_train_data_keeps_file_parameters_and_samples_csv(tmp_path, tiny_spe
     r = runner.invoke(app, ["train", str(spec), "--data", str(path), "--out", str(out),
                             "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    (run,) = (out / "tiny_file").iterdir()
+    (run,) = (out / "mine").iterdir()  # a run on --data is named after the file
     pinned = load_spec((run / "spec.yaml").read_text()).data["dataset"]["file"]
     assert pinned["path"] == str(path.resolve()) and pinned["columns"] == ["w", "u"]
     r = runner.invoke(app, ["sample", str(run), "-n", "7", "-o", str(tmp_path / "s.csv")])
@@ -364,7 +364,7 @@ def test_cli_train_data_keeps_file_parameters_and_samples_csv(tmp_path, tiny_spe
                             str(out), "--set", "data.dataset.file.columns=[u,v]",
                             "--set", "train.steps=2"])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["eval", str(out / "tiny"), "--json"])
+    r = runner.invoke(app, ["eval", str(out / "mine"), "--json"])  # the newest run
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["n"] == 60
 

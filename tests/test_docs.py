@@ -38,3 +38,14 @@ def test_readme_spec_example_is_valid():
     for text in blocks:
         spec = load_spec(text)
         assert spec.graph.nodes
+
+
+def test_spec_language_training_options_are_current():
+    from flowspec.catalogue import TRAIN_END, TRAIN_START, train_options_markdown
+
+    doc = (ROOT / "docs" / "spec-language.md").read_text()
+    section = doc.split(TRAIN_START)[1].split(TRAIN_END)[0]
+    assert section.strip() == train_options_markdown(), \
+        "docs/spec-language.md training options are stale: run `python -m flowspec.catalogue`"
+    for name in ("adamw", "cosine", "weight_decay", "ema", "early_stopping"):
+        assert f"| `{name}` |" in section

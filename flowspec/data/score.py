@@ -80,7 +80,7 @@ def score_rows(flow: Any, path: str | os.PathLike, *, data_dir: Any = None,
     was = flow.training
     flow.eval()
     out = []
-    ref = flow._reference_tensor()
+    ref = flow.reference_tensor()
     try:
         for b, start in enumerate(range(0, rows.x.shape[0], batch_size)):
             gen = torch.Generator(device=ref.device).manual_seed(seed * 1_000_003 + b)

@@ -91,7 +91,9 @@ class Objective(abc.ABC):
       early stopping watches;
     * ``loss_unit`` -- what the logged ``loss`` is measured in;
     * ``metrics`` -- every metric it reports (training rows and evaluations), with units;
-    * ``uses_data`` -- whether it reads the spec's ``data`` section.
+    * ``uses_data`` -- whether it reads the spec's ``data`` section;
+    * ``title_metrics`` -- the stored metrics a picture's title may show, first found
+      first (empty: the picture computes its own numbers, as reverse KL's does).
 
     Per-run attributes (set by ``__init__``):
 
@@ -112,6 +114,7 @@ class Objective(abc.ABC):
     loss_unit: ClassVar[str]
     metrics: ClassVar[tuple[Metric, ...]] = ()
     uses_data: ClassVar[bool] = True
+    title_metrics: ClassVar[tuple[str, ...]] = ()
 
     steps_per_epoch: int
     local_batch: int

@@ -24,6 +24,8 @@ class MaximumLikelihood(Objective):
     key_metric = "nll_nats"
     #: what ``loss`` is measured in: -log p(x) divided by the number of dimensions
     loss_unit = "nats/dim"
+    #: a picture's title: bits/dim for discrete data, else the NLL in nats
+    title_metrics = ("bits_per_dim", "nll_nats")
     metrics = (
         Metric("nll_nats", "nats", "-log p(x) per example, on the model's input scale",
                short="nll"),
@@ -67,9 +69,19 @@ class MaximumLikelihood(Objective):
                 if t is not None:
                     setattr(self.train_split, key, t.to(device))
         n = x.shape[0]
-        if n < self.batch_size:
-            raise DataError(f"the training split has {n} examples, fewer than one batch "
-                            f"({self.batch_size})", hint="lower train.batch_size")
+        #: what the run must say at its start about how it was set up
+        self.setup_notes: list[str] = []
+        if n < self.batch_size:  # a small table: one batch is the whole split
+            capped = n - n % self.world
+            if capped < self.world:
+                raise DataError(f"the training split has {n} examples, fewer than one batch "
+                                f"({self.batch_size})", hint="lower train.batch_size")
+            self.setup_notes.append(
+                f"train.batch_size {self.batch_size} is more than the training split's {n} "
+                f"examples: batches of {capped} (one step per epoch; --set "
+                "train.batch_size=N to choose)")
+            self.batch_size = capped
+            self.local_batch = local_batch(capped, self.world)
         self.steps_per_epoch = n // self.batch_size
         self._perm_epoch, self._perm = -1, None
         self.num_dims = flow.num_dims
@@ -160,7 +172,7 @@ class MaximumLikelihood(Objective):
 
     def start_warnings(self) -> list[str]:
         """The data's own notes (discrete or few-valued columns, ...), said at start."""
-        return list(getattr(self.prep, "notes", ()))
+        return list(getattr(self.prep, "notes", ())) + self.setup_notes
 
     def train_metrics(self, row: dict[str, Any], flow: Flow) -> dict[str, Any]:
         """``bits_per_dim`` of the training NLL, for discrete data."""

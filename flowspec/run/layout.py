@@ -11,7 +11,8 @@
 * ``last.safetensors``, ``best.safetensors`` -- checkpoints (weights + spec), and
   ``last.state.safetensors`` -- the resume state, complete on its own;
 * ``resumes.jsonl`` -- every resume's overrides and what they changed;
-* ``samples/`` -- pictures drawn during training.
+* ``samples/`` -- pictures drawn during training (and by ``flowspec sample``);
+  ``trace/``, ``interpolations/``, ``manipulations/`` -- the CLI's other pictures.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ LAST = "last.safetensors"
 BEST = "best.safetensors"
 STATE = "last.state.safetensors"
 SAMPLES_DIR = "samples"
+#: where the CLI's pictures of a trained run go (``flowspec trace``, ``interpolate``,
+#: ``manipulate``); ``flowspec sample`` writes into :data:`SAMPLES_DIR`
+TRACE_DIR = "trace"
+INTERPOLATIONS_DIR = "interpolations"
+MANIPULATIONS_DIR = "manipulations"
 #: the checkpoints a run keeps, by the name users pick them with (``--which``)
 WHICH = ("best", "last")
 

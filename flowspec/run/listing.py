@@ -29,6 +29,7 @@ from flowspec.errors import CheckpointError
 from flowspec.run.layout import (
     BEST,
     LAST,
+    RUN_JSON,
     WHICH,
     checkpoint_kind,
     checkpoint_path,
@@ -67,6 +68,23 @@ def checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # -- runs ------------------------------------------------------------------------------
+def data_label(run_dir: str | os.PathLike) -> str | None:
+    """What a run trained on, in a word: its data file's name (``heart.csv``) or its
+    data set (``moons``); None when ``run.json`` does not say (energies, older runs)."""
+    try:
+        info = json.loads((Path(run_dir) / RUN_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    data = info.get("data") if isinstance(info, dict) else None
+    if not isinstance(data, dict):
+        return None
+    files = ((data.get("file") or {}).get("files") or {})
+    train = files.get("train") or next(iter(files.values()), None)
+    if isinstance(train, dict) and train.get("path"):
+        return Path(train["path"]).name
+    return data.get("dataset")
+
+
 @dataclass
 class RunInfo:
     """One run directory, as ``flowspec runs`` lists it."""
@@ -84,6 +102,8 @@ class RunInfo:
     has_best: bool = False
     has_last: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
+    #: what it trained on (:func:`data_label`)
+    data: str | None = None
 
     @property
     def name(self) -> str:
@@ -105,7 +125,8 @@ class RunInfo:
         return {"path": str(self.path), "name": self.name, "status": self.status,
                 "step": self.step, "total": self.total, "best": self.best,
                 "started": self.started, "updated": self.updated, "elapsed_s": self.elapsed_s,
-                "message": self.message, "has_best": self.has_best, "has_last": self.has_last}
+                "message": self.message, "has_best": self.has_best, "has_last": self.has_last,
+                "data": self.data}
 
 
 def run_info(run_dir: str | os.PathLike) -> RunInfo:
@@ -117,7 +138,8 @@ def run_info(run_dir: str | os.PathLike) -> RunInfo:
                    started=status.get("started"), updated=status.get("updated"),
                    elapsed_s=status.get("elapsed_s"), message=status.get("message"),
                    has_best=(run_dir / BEST).is_file(),
-                   has_last=(run_dir / LAST).is_file(), raw=status)
+                   has_last=(run_dir / LAST).is_file(), raw=status,
+                   data=data_label(run_dir))
     if not status and info.has_last:  # an older run: read what its checkpoint says
         try:
             ck = checkpoint_info(run_dir / LAST)
@@ -233,7 +255,12 @@ def resolve_run(path: str | os.PathLike, which: str | None = None) -> Resolved:
     why = f"the newest finished run of {len(runs)}" if len(runs) > 1 else "its only run"
     if chosen.status == UNKNOWN:
         why = "the newest run (written before status files; cannot tell if it finished)"
-    resolved.notes.insert(0, f"{p} -> {chosen.path.name}: {why}")
+    on = f" on {chosen.data}" if chosen.data else ""
+    resolved.notes.insert(0, f"{p} -> {chosen.path.name}{on}: {why}")
+    others = sorted({r.data for r in runs if r.data and r.data != chosen.data})
+    if others:
+        resolved.notes.append(f"{p} also holds runs on other data ({', '.join(others)}); "
+                              "pass a run directory to use one of them")
     for r in runs[runs.index(chosen) + 1:]:
         resolved.notes.append(f"not using the newer run {r.path} ({r.describe()}); pass it "
                               "explicitly to use it")

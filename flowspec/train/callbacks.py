@@ -175,6 +175,11 @@ class Evaluation(Callback):
         return {"metric": t.objective.key_metric, "value": self.best, "step": self.best_step,
                 "split": t.objective.selection_split}
 
+    @staticmethod
+    def split(t: Trainer) -> str:
+        """The split the periodic evaluation runs on: val when it chooses ``best``."""
+        return "val" if t.objective.selection_split == "val" else "test"
+
     def evaluate(self, t: Trainer, split: str) -> dict:
         """Metrics on ``split`` (sharded over the ranks; every rank gets rank 0's dict)."""
         def _eval() -> dict:
@@ -188,7 +193,7 @@ class Evaluation(Callback):
         cfg, selection = t.cfg, t.objective.selection_split
         if not cfg["eval_every"] or (epoch % cfg["eval_every"] and not last):
             return
-        split = "val" if selection == "val" else "test"
+        split = self.split(t)
         self.last_metrics = {"step": step, "epoch": epoch, **self.evaluate(t, split)}
         if selection is not None:
             value = self.last_metrics.get(t.objective.key_metric, math.inf)
@@ -297,7 +302,16 @@ class StatusFile(Callback):
 
 class Drawing(Callback):
     """A picture of samples every ``sample_every`` epochs (and at the last), titled with
-    the run's step and last evaluation; a picture that cannot be drawn is a message."""
+    the run's step and last evaluation; a picture that cannot be drawn is a message --
+    said once, not at every epoch (the same reason holds at the next)."""
+
+    def __init__(self) -> None:
+        self.said: set[str] = set()
+
+    def _once(self, t: Trainer, text: str) -> None:
+        if text not in self.said:
+            self.said.add(text)
+            t.reporter.message(text + " (said once; not repeated at later epochs)")
 
     def end_of_epoch(self, t: Trainer, step: int, epoch: int, last: bool) -> None:
         every = t.cfg["sample_every"]
@@ -321,7 +335,7 @@ class Drawing(Callback):
         try:
             t.with_ema(_draw)
         except FlowspecError as err:
-            t.reporter.message(f"no samples drawn: {err}")
+            self._once(t, f"no samples drawn: {err}")
 
 
 class NaNWatchdog(Callback):

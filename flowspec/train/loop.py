@@ -30,7 +30,7 @@ from flowspec.checkpoint import check_weights, clean_stale_temps, load_weights
 from flowspec.errors import CheckpointError
 from flowspec.objectives import build_objective
 from flowspec.run.create import make_run_dir, new_run_id, write_run_files
-from flowspec.run.layout import METRICS
+from flowspec.run.layout import METRICS, RESUMES
 from flowspec.run.metrics import metrics_path, truncate_metrics
 from flowspec.run.overrides import record_resume
 from flowspec.run.state import STATE_FILE, Resumed, best_so_far, load_optimizer, open_resume
@@ -64,6 +64,11 @@ class RunResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     #: the trained flow (EMA weights swapped in when the run keeps an EMA), in eval mode
     flow: Any = None
+    #: the best evaluation (``{"metric", "value", "step", "split"}``, the checkpoint
+    #: ``flowspec eval``/``sample`` use), None when no validation split chose one
+    best: dict[str, Any] | None = None
+    #: the split ``metrics`` were evaluated on (``val`` when it chooses ``best``, else test)
+    metrics_split: str | None = None
     #: why the run stopped before its last step (early stopping), else None
     stop_reason: str | None = None
     #: this process's rank (0 in a single process; only rank 0 writes and reports)
@@ -271,6 +276,9 @@ class Trainer:
         self.reporter.start(run_dir=self.run_dir, total_steps=self.total,
                             start_step=self.start_step, steps_per_epoch=self.steps_per_epoch,
                             device=str(self.device), loss_unit=self.objective.loss_unit)
+        if self.resumed is not None and self.resumed.overrides:  # said once accepted
+            self.reporter.message(f"resume overrides: {' '.join(self.resumed.overrides)} "
+                                  f"(recorded in {self.run_dir / RESUMES})")
         step, outcome = self.start_step, (FAILED, "did not start")
         try:
             for cb in self.callbacks:
@@ -334,4 +342,5 @@ class Trainer:
             self.ema.swap_in()
         return RunResult(run_dir=self.run_dir, step=step, metrics=self.evaluation.last_metrics,
                          flow=self.flow.eval(), stop_reason=self.stop_reason,
-                         rank=self.group.rank)
+                         rank=self.group.rank, best=self.evaluation.best_record(self),
+                         metrics_split=self.evaluation.split(self))

@@ -38,6 +38,26 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def summary_lines(metrics: dict[str, Any], split: str | None,
+                  best: dict[str, Any] | None) -> list[str]:
+    """The closing lines of a run, each saying which checkpoint its numbers belong to:
+    the last evaluation (the ``last`` checkpoint) and the ``best`` one, which
+    ``flowspec eval``/``sample`` use -- on a small table the two can differ by nats."""
+    lines = []
+    if metrics:
+        where = ", ".join(p for p in (f"step {metrics['step']}" if "step" in metrics else "",
+                                      split or "") if p)
+        lines.append(f"last checkpoint ({where}): {format_metrics(metrics)}")
+    if best is not None:
+        lines.append(f"best checkpoint (step {best.get('step')}, {best.get('split')}): "
+                     f"{best.get('metric')}={best['value']:.4g} -- used by flowspec eval "
+                     "and sample")
+    elif metrics:
+        lines.append("no best checkpoint (no validation split chose one): flowspec eval and "
+                     "sample use last")
+    return lines
+
+
 def timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 

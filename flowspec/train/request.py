@@ -40,9 +40,20 @@ def override_strings(overrides: Overrides) -> list[str]:
     return [str(o) for o in overrides]
 
 
-def flag_overrides(*, seed: int | None = None, torch_compile: bool = False) -> list[str]:
+def run_name_for_data(path: str | os.PathLike) -> str:
+    """The run name of a run on a data file: its stem, in the letters a spec name allows
+    (``heart disease.csv`` -> ``heart_disease``), so a table's runs are not filed under
+    the spec's own data set's name."""
+    import re
+
+    stem = re.sub(r"[^A-Za-z0-9_.+-]", "_", Path(path).stem) or "data"
+    return stem if re.match(r"[A-Za-z0-9_]", stem) else f"_{stem}"
+
+
+def flag_overrides(*, seed: int | None = None, torch_compile: bool = False,
+                   name: str | None = None) -> list[str]:
     """Command-line flags as the ``--set`` they stand for."""
-    out = []
+    out = [f"name={json.dumps(name)}"] if name is not None else []
     if seed is not None:
         out.append(f"train.seed={int(seed)}")
     if torch_compile:
@@ -144,12 +155,24 @@ class TrainRequest:
         return open_resume(self.resume, list(self.overrides)).spec
 
     def resolved_spec_yaml(self) -> str:
-        """``--print-spec``: the resolved spec as YAML."""
-        if self.resume is None:
-            return self.spec.to_yaml()
-        from flowspec.run.state import open_resume
+        """``--print-spec``: the resolved spec as YAML, with only the run length in
+        effect (``train.steps``, or ``train.epochs`` when steps is null): printing both
+        would suggest that both count. Loading the text gives the same run."""
+        from flowspec.spec.source import dump_yaml
 
-        return open_resume(self.resume, list(self.overrides)).spec_yaml
+        return dump_yaml(length_in_effect(self.resolved_spec().document))
+
+
+def length_in_effect(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` without the run-length key that does not count (``epochs`` when
+    ``steps`` is set, else ``steps``)."""
+    import copy
+
+    doc = copy.deepcopy(document)
+    train = doc.get("train")
+    if isinstance(train, dict):
+        train.pop("epochs" if train.get("steps") is not None else "steps", None)
+    return doc
 
 
 def make_request(
@@ -162,6 +185,7 @@ def make_request(
     keep_selection: bool = True,
     seed: int | None = None,
     torch_compile: bool = False,
+    name: str | None = None,
     resume: str | os.PathLike | None = None,
     out: str | os.PathLike = "runs",
     data_dir: str | os.PathLike | None = None,
@@ -175,15 +199,21 @@ def make_request(
     under ``out``);
     ``overrides`` are ``--set`` strings or a dict; ``seed`` and ``torch_compile`` are the
     flags of the same names, turned into overrides; ``data`` trains on a file instead of
-    the spec's dataset (``data_params``: its ``file`` dataset parameters). The spec is
-    resolved here, so every problem is reported before anything runs.
+    the spec's dataset (``data_params``: its ``file`` dataset parameters); ``name`` names
+    the run (``<out>/<name>/...``; ``--set name=`` too). The spec is resolved here, so
+    every problem is reported before anything runs.
     """
-    sets = override_strings(overrides) + flag_overrides(seed=seed, torch_compile=torch_compile)
+    user = override_strings(overrides)
+    if name is not None and any(s.partition("=")[0].strip() == "name" for s in user):
+        raise FlowspecError("the run name is given twice (--name and --set name=)")
+    sets = (flag_overrides(name=name) + user
+            + flag_overrides(seed=seed, torch_compile=torch_compile))
     where = dict(out=Path(out), data_dir=Path(data_dir) if data_dir is not None else None,
                  device=device, nproc=int(nproc))
     if resume is not None:
         refused = [what for given, what in ((spec is not None, "a spec"), (quick, "quick"),
                                             (data is not None, "data"),
+                                            (name is not None, "name"),
                                             (seed is not None, "seed")) if given]
         if refused:
             raise FlowspecError(

@@ -24,7 +24,7 @@ from flowspec.train.loop import RunResult, Trainer
 from flowspec.train.report import Reporter
 from flowspec.train.request import TrainRequest, make_request
 
-__all__ = ["RunResult", "SweepRow", "parse_sweep", "resume", "sweep", "train"]
+__all__ = ["RunResult", "SweepRow", "parse_sweep", "rank_rows", "resume", "sweep", "train"]
 
 
 def _as_request(request: Any, options: dict[str, Any]) -> TrainRequest:
@@ -84,9 +84,12 @@ def train(request: TrainRequest | Any = None, *, reporter: Reporter | None = Non
                                                 make_reporter, callbacks)
     import flowspec
     from flowspec.run.layout import checkpoint_path
+    from flowspec.run.status import read_status
 
+    best = read_status(Path(run_dir)).get("best")
     return RunResult(run_dir=Path(run_dir), step=step, metrics=metrics,
-                     flow=flowspec.load(checkpoint_path(run_dir, "last")))
+                     flow=flowspec.load(checkpoint_path(run_dir, "last")), best=best,
+                     metrics_split=(best or {}).get("split"))
 
 
 def _worker(request: TrainRequest, make_reporter: Callable[[], Reporter] | None,
@@ -128,12 +131,43 @@ class SweepRow:
     run_dir: Path | None
     status: str
     elapsed_s: float
-    #: the key metric, its best value (on the selection split) and step, and its last
-    #: value on test
+    #: the key metric, its best value (on the selection split ``best_split``) and step:
+    #: the checkpoint ``flowspec eval`` uses, and the one the comparison ranks by
     metric: str
     best: float | None = None
     best_step: int | None = None
-    final_test: float | None = None
+    best_split: str | None = None
+    #: the key metric on test of the ``best`` checkpoint (None without one)
+    test_at_best: float | None = None
+    #: the key metric on test at the last step (the ``last`` checkpoint)
+    test_at_last: float | None = None
+    last_step: int | None = None
+
+
+def _test_at_best(run_dir: Path, data_dir: Any) -> float | None:
+    """The key metric on test of a run's ``best`` checkpoint (what ``flowspec eval`` says)."""
+    import flowspec
+    from flowspec.objectives import objective_class
+    from flowspec.run.layout import checkpoint_path
+
+    path = checkpoint_path(run_dir, "best")
+    if not path.is_file():
+        return None
+    flow = flowspec.load(path)
+    cls = objective_class(flow.spec)
+    return cls.evaluate_trained(flow, flow.spec, split="test", data_dir=data_dir
+                                ).get(cls.key_metric)
+
+
+def rank_rows(rows: Sequence[SweepRow]) -> list[SweepRow]:
+    """Best first by the checkpoint eval uses (``best`` on validation); runs without one
+    after, by their last test value."""
+    def key(r: SweepRow) -> tuple[int, float]:
+        if r.best is not None:
+            return (0, r.best)
+        return (1, r.test_at_last if r.test_at_last is not None else float("inf"))
+
+    return sorted(rows, key=key)
 
 
 def sweep(request: TrainRequest, axes: Sequence[tuple[str, Sequence[str]]] | Sequence[str], *,
@@ -180,8 +214,12 @@ def sweep(request: TrainRequest, axes: Sequence[tuple[str, Sequence[str]]] | Seq
             break
         run_dir = trainer.run_dir
         best = read_status(run_dir).get("best") or {}
+        last_test = last_row(run_dir, "test")
         rows.append(SweepRow(label=label, run_dir=run_dir, status=status,
                              elapsed_s=time.time() - t0, metric=metric,
                              best=best.get("value"), best_step=best.get("step"),
-                             final_test=last_row(run_dir, "test").get(metric)))
-    return rows
+                             best_split=best.get("split"),
+                             test_at_best=_test_at_best(run_dir, req.data_dir),
+                             test_at_last=last_test.get(metric),
+                             last_step=last_test.get("step")))
+    return rank_rows(rows)

@@ -33,6 +33,8 @@ class CompiledOrEager:
         self.module = module
         self.say = say
         self.compiled: Callable[..., Any] | None = None
+        #: the first compiled call compiles (a minute on CPU, silent otherwise): said once
+        self._compiled_once = False
         self._flags = [b for name, b in module.named_buffers()
                        if name.rsplit(".", 1)[-1] == "initialized"]
         try:
@@ -64,11 +66,25 @@ class CompiledOrEager:
         self.say(f"train.compile: torch.compile is unavailable here ({type(root).__name__}: "
                  f"{first}); training continues eagerly (same results, no speed-up)")
 
+    def _first_call(self, *args: Any) -> Any:
+        """The call that compiles, said before and after (it takes tens of seconds)."""
+        import time
+
+        self.say("train.compile: compiling the training step with torch.compile (the "
+                 "first compiled step takes up to a minute or two)")
+        t0 = time.perf_counter()
+        out = self.compiled(*args)  # type: ignore[misc]
+        self._compiled_once = True
+        self.say(f"train.compile: compiled in {time.perf_counter() - t0:.0f} s")
+        return out
+
     def __call__(self, *args: Any) -> Any:
         if self.compiled is None or self._initialising():
             return self.module(*args)
         try:
-            return self.compiled(*args)
+            if self._compiled_once:
+                return self.compiled(*args)
+            return self._first_call(*args)
         except FlowspecError:
             raise
         except Exception as err:  # noqa: BLE001 -- compiler failures have many types

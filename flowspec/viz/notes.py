@@ -73,17 +73,34 @@ def run_title(flow: Any, info: dict | None = None) -> str:
     if info.get("step") is not None:
         parts.append(f"step {info['step']}")
     metrics = dict(info.get("metrics") or {})
-    if "kl_nats" in metrics or "ess" in metrics:
-        return " · ".join(parts)  # energies: the figure computes KL and ESS afresh
+    shown = _title_metrics(flow)
+    if not shown:
+        return " · ".join(parts)  # e.g. energies: the figure computes KL and ESS afresh
     split = info.get("split") or metrics.get("split") or _split_of(flow)
     at = metrics.get("step")
     when = f" (at step {at})" if at is not None and at != info.get("step") else ""
-    for key, unit in (("bits_per_dim", "bits/dim"), ("nll_nats", "nats")):
+    for key, unit in shown:
         v = metrics.get(key)
         if isinstance(v, (int, float)) and math.isfinite(v):
             parts.append(f"{split + ' ' if split else ''}NLL {_fmt(v)} {unit}{when}")
             break
     return " · ".join(parts)
+
+
+def _title_metrics(flow: Any) -> list[tuple[str, str]]:
+    """``(metric, unit)`` a title may show, as the flow's objective declares them (none
+    for a flow without a spec or with an unknown objective)."""
+    spec = getattr(flow, "spec", None)
+    if spec is None or not isinstance(getattr(spec, "train", None), dict):
+        return []
+    try:
+        from flowspec.objectives import objective_class
+
+        cls = objective_class(spec)
+    except Exception:  # noqa: BLE001 -- a title never fails a picture
+        return []
+    units = {m.name: m.unit for m in cls.metrics}
+    return [(name, units.get(name, "")) for name in cls.title_metrics]
 
 
 def _split_of(flow: Any) -> str:

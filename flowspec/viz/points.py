@@ -27,7 +27,7 @@ def _plt():
 @torch.no_grad()
 def density_grid(flow, lim: float, n: int = 200, context=None) -> tuple[torch.Tensor, torch.Tensor]:
     """``exp(log p)`` of a 2-D flow on an ``n x n`` grid over ``[-lim, lim]^2``."""
-    ref = flow._reference_tensor()
+    ref = flow.reference_tensor()
     ticks = torch.linspace(-lim, lim, n, dtype=ref.dtype, device=ref.device)
     xx, yy = torch.meshgrid(ticks, ticks, indexing="xy")
     pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
@@ -90,7 +90,7 @@ def robust_box(points: Any, quantile: float = 0.005, pad: float = 0.08) -> Box:
 def density_box(flow, box: Box, n: int = 200, context=None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(x ticks, y ticks, exp(log p))`` of a 2-D flow on an ``n x n`` grid over ``box``."""
-    ref = flow._reference_tensor()
+    ref = flow.reference_tensor()
     xs = torch.linspace(box[0], box[1], n, dtype=ref.dtype, device=ref.device)
     ys = torch.linspace(box[2], box[3], n, dtype=ref.dtype, device=ref.device)
     xx, yy = torch.meshgrid(xs, ys, indexing="xy")

@@ -113,8 +113,11 @@ def trace_figure(flow, x: torch.Tensor, n_samples: int = 2000, temperature: floa
                 ax.set_yticks([])
             else:
                 ax.locator_params(nbins=3)
-    if names:
+    if names:  # the panels in data space: the first of the top row, the last of the bottom
         axes[0][0].set_xlabel(names[0], fontsize=8)
+        last = axes[1][len(inv) - 1]
+        last.set_xlabel(names[0], fontsize=8)
+        last.set_ylabel(names[1], fontsize=8)
     axes[0][0].set_ylabel("data → latent" + (f"\n{names[1]}" if names else ""))
     axes[1][0].set_ylabel("latent → data")
     if separate:
