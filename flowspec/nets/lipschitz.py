@@ -12,9 +12,10 @@ be used inside ``residual``. Until it is called the coefficient is 0.97.
 
 Power iteration. Each weight keeps its singular-vector estimates ``u``, ``v`` as
 buffers (they are in the checkpoint). They are advanced ``power_iterations``
-times whenever the weight has changed since the last advance (an optimiser step,
-a loaded checkpoint), and at construction 50 times; between changes the map is
-deterministic, so ``forward`` and ``inverse`` see the same function. The estimate
+times whenever the weight differs from the one they were last advanced for (an
+optimiser step, a loaded checkpoint -- compared by value, since fused optimisers
+do not bump tensor versions), and at construction 50 times; between changes the
+map is deterministic, so ``forward`` and ``inverse`` see the same function. The estimate
 ``σ = uᵀWv`` is differentiated through ``W`` (u, v fixed), as in Miyato et al.
 """
 
@@ -61,7 +62,8 @@ class _SpectralNorm(nn.Module):
         self.power_iterations = iterations
         self.register_buffer("u", _normalize(torch.randn(u_shape)))
         self.register_buffer("v", _normalize(torch.randn(v_shape)))
-        self._seen: tuple[int, int, torch.dtype] | None = None
+        # the weight u, v were last advanced for (not saved: a loaded weight re-advances)
+        self.register_buffer("seen_weight", torch.empty(0), persistent=False)
         self.power_iterate(_INIT_ITERATIONS)
 
     def _op(self, v: torch.Tensor) -> torch.Tensor:
@@ -79,13 +81,12 @@ class _SpectralNorm(nn.Module):
             u = _normalize(self._op(v))
         self.u.copy_(u)
         self.v.copy_(v)
-        w = self.weight
-        self._seen = (id(w), w._version, w.dtype)
+        self.seen_weight = self.weight.detach().clone()
 
     def sigma(self) -> torch.Tensor:
         """The spectral-norm estimate ``uᵀ W v``, advancing ``u, v`` if ``W`` changed."""
         w = self.weight
-        if self._seen != (id(w), w._version, w.dtype):
+        if self.seen_weight.shape != w.shape or not torch.equal(self.seen_weight, w.detach()):
             self.power_iterate(self.power_iterations)
         return (self.u * self._op(self.v)).sum()
 
