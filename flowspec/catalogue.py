@@ -95,6 +95,9 @@ def param_rows(entry: Entry) -> list[tuple[str, str, str, str]]:
 
 def inverse_kind(entry: Entry) -> str:
     cls = entry.obj
+    stated = getattr(cls, "inverse_doc", None)  # nodes whose tolerance follows their params
+    if stated:
+        return stated
     analytic = getattr(cls, "analytic", "both")
     if analytic == "both":
         return "analytic"

@@ -166,3 +166,11 @@ def check_flow(flow: Flow, batch: int = 2, max_dims: int = 1024, seed: int = 0,
         if progress is not None:
             progress(i + 1, len(f._fwd), nid, reports[-1])
     return reports
+
+
+def logdet_methods(flow: Flow) -> dict[str, str]:
+    """``{node id: how its log-det is computed in evaluation}`` for the nodes that may
+    estimate it (``eval_logdet``: residual, cnf), so a reported likelihood says whether
+    it is exact or an estimate."""
+    return {nid: str(node.eval_logdet) for nid, node in flow.node_items()
+            if hasattr(node, "eval_logdet")}

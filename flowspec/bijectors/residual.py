@@ -116,6 +116,8 @@ class Residual(Bijector):
 
     analytic = "forward"
     tolerance = 1e-6
+    inverse_doc = ("inverse numerical, fixed-point iteration (tol inverse_tol, 1e-06 by default; "
+                   "rows that do not converge in max_iter are NaN, with a warning)")
 
     def __init__(self, in_shape: Shape, context_shape: Shape | None = None, *,
                  net: Any = None, lipschitz: float = 0.97, logdet: str = "auto",
