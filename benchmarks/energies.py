@@ -20,7 +20,7 @@ import torch
 
 import flowspec
 from flowspec.energies import build_energy
-from flowspec.train.reverse_kl import beta_schedule, evaluate_reverse_kl, reverse_kl_loss
+from flowspec.objectives.reverse_kl import beta_schedule, evaluate_reverse_kl, reverse_kl_loss
 
 SPECS = Path(__file__).parent.parent / "specs"
 

@@ -138,18 +138,10 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         if split not in ("test", "val", "train"):
             raise FlowspecError(f"--split must be test, val or train, got '{split}'")
         flow, resolved = load_flow(ckpt, device, which, untrained, quiet=as_json)
-        from flowspec.train.objectives import build_objective
+        from flowspec.objectives import objective_class
 
-        dev = flow._reference_tensor().device
-        if flow.spec.train["objective"] == "reverse_kl":
-            metrics = build_objective(flow.spec, flow, data_dir, dev).evaluate(flow)
-        else:
-            from flowspec.data import open_spec_dataset
-            from flowspec.train.evaluate import evaluate_nll
-
-            source, prep = open_spec_dataset(flow.spec, data_dir)
-            metrics = evaluate_nll(flow, source.load(split), prep, batch_size=batch_size,
-                                   device=dev, entropy=source.entropy)
+        metrics = objective_class(flow.spec).evaluate_trained(
+            flow, flow.spec, split=split, data_dir=data_dir, batch_size=batch_size)
         from flowspec.check import logdet_methods
 
         methods = logdet_methods(flow)  # exact or an estimate, per free-form node
@@ -248,17 +240,12 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
         path, replaced = output_for(output, resolved, "trace", name, FIGURE_SUFFIXES)
         import torch
 
+        from flowspec.objectives import objective_class
         from flowspec.viz.notes import collect_warnings
         from flowspec.viz.trace import plot_trace
 
         torch.manual_seed(seed)
-        if flow.spec.train["objective"] == "reverse_kl":
-            x = flow.sample(n)
-        else:
-            from flowspec.data import open_dataset
-
-            source, prep = open_dataset(flow.spec.data, data_dir)
-            x = prep.deterministic(source.load("test").x[:n])
+        x = objective_class(flow.spec).reference_points(flow, flow.spec, n, data_dir)
         with collect_warnings() as notes:
             written = plot_trace(flow, x, path, n_samples=n)
         for line in notes:
@@ -496,7 +483,9 @@ def _final_metrics(run_dir: Path) -> dict:
                 last = row
     except (OSError, ValueError):
         return {}
-    for key in ("nll_nats", "kl_nats"):
+    from flowspec.objectives import OBJECTIVES
+
+    for key in dict.fromkeys(e.obj.key_metric for e in OBJECTIVES):
         if key in last:
             return {"metric": key, "value": last[key]}
     return {}

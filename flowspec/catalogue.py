@@ -1,9 +1,10 @@
 """The catalogue of registered things, generated from the registries (for docs and the CLI).
 
 Every registry a spec can name from is listed: bijector nodes, conditioner nets,
-priors, datasets, preprocessing steps and energies. Docstrings are written in
-RST style (````code````); :func:`doc_markdown` and :func:`doc_text` render them for
-Markdown and for the terminal (where rich markup must not eat ``[prod(shape)]``).
+priors, datasets, preprocessing steps, energies and training objectives.
+Docstrings are written in RST style (````code````); :func:`doc_markdown` and
+:func:`doc_text` render them for Markdown and for the terminal (where rich markup
+must not eat ``[prod(shape)]``).
 """
 
 from __future__ import annotations
@@ -19,16 +20,11 @@ if TYPE_CHECKING:
 
 
 def registries() -> list[tuple[Registry, str]]:
-    """(registry, section title) for every kind of name a spec can use, in spec order."""
-    from flowspec.bijectors import NODES
-    from flowspec.data import DATASETS, PREPROCESS
-    from flowspec.distributions import PRIORS
-    from flowspec.energies import ENERGIES
-    from flowspec.nets import NETS
+    """(registry, section title) for every kind of name a spec can use, in spec order
+    (:func:`flowspec.spec.schema.registries` is the one list)."""
+    from flowspec.spec.schema import registries as spec_registries
 
-    return [(NODES, "Bijector nodes"), (NETS, "Conditioner networks"), (PRIORS, "Priors"),
-            (DATASETS, "Datasets"), (PREPROCESS, "Preprocessing steps"),
-            (ENERGIES, "Energies (reverse-KL targets)")]
+    return [(reg, reg.title) for reg in spec_registries().values()]
 
 
 def public(reg: Registry) -> list[Entry]:

@@ -26,7 +26,8 @@ from torch.nn import functional as F
 from flowspec.errors import FlowspecError
 from flowspec.registry import Registry, params_schema
 
-ENERGIES = Registry("energy", plugin_group="flowspec.energies")
+ENERGIES = Registry("energy", plugin_group="flowspec.energies",
+                    title="Energies (reverse-KL targets)")
 
 _CONFINE = {
     "type": ["number", "null"],
@@ -167,3 +168,48 @@ def log_partition(energy: Energy, lim: float | None = None, n: int = 1000,
     pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], 1)
     parts = [torch.logsumexp(-energy(c), 0) for c in pts.split(chunk)]
     return float(torch.logsumexp(torch.stack(parts), 0)) + 2 * math.log(h)
+
+
+# -- how well a sampler fits an energy -----------------------------------------------------
+def importance_ess(log_w: torch.Tensor) -> torch.Tensor:
+    """Effective sample size *fraction* ``(Σw)² / (n Σw²)`` of importance log-weights, in (0, 1]."""
+    log_w = log_w[torch.isfinite(log_w)]
+    if log_w.numel() == 0:
+        return torch.zeros(())
+    return torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)) / log_w.numel()
+
+
+def energy_log_z(energy: object) -> float | None:
+    """The energy's ``log Z`` if it has one (a plain callable or an unconfined U2 has none)."""
+    try:
+        return float(energy.log_z)  # type: ignore[attr-defined]
+    except (AttributeError, FlowspecError):
+        return None
+
+
+@torch.no_grad()
+def evaluate_reverse_kl(flow: object, energy: object, n: int = 20_000, batch: int = 5_000,
+                        context: object = None) -> dict[str, float]:
+    """Monte-Carlo estimates of how well ``flow`` (a sampler with log-densities) fits
+    ``exp(-U)``, on ``n`` fresh samples (β = 1).
+
+    ``free_energy = E_q[log q + U]``, ``log_z`` (quadrature), ``kl_nats = KL(q‖p) =
+    free_energy + log_z`` (>= 0 up to noise), ``ess`` = effective sample size fraction
+    of the importance weights ``exp(-U - log q)``, and ``n``.
+    """
+    log_w = []
+    for start in range(0, n, batch):
+        x, log_q = flow.sample_and_log_prob(min(batch, n - start),  # type: ignore[attr-defined]
+                                            context=context)
+        log_w.append(-energy(x) - log_q)  # type: ignore[operator]
+    lw = torch.cat(log_w).double()
+    finite = torch.isfinite(lw)
+    free = float(-lw[finite].mean()) if bool(finite.any()) else math.inf
+    out: dict[str, float] = {"free_energy": free, "ess": float(importance_ess(lw)), "n": n}
+    log_z = energy_log_z(energy)
+    if log_z is not None:
+        out["log_z"] = log_z
+        out["kl_nats"] = free + log_z
+    if not bool(finite.all()):
+        out["non_finite"] = int((~finite).sum())
+    return out

@@ -83,8 +83,10 @@ def _first_paragraph(obj: Any) -> str:
 class Registry:
     """Name -> :class:`Entry`, with 'did you mean' on misses."""
 
-    def __init__(self, kind: str, plugin_group: str | None = None):
+    def __init__(self, kind: str, plugin_group: str | None = None, title: str = ""):
         self.kind = kind
+        #: the section title in the catalogue (``flowspec nodes``, docs)
+        self.title = title or kind
         self.plugin_group = plugin_group
         self._entries: dict[str, Entry] = {}
         self._plugins_loaded = plugin_group is None

@@ -92,12 +92,14 @@ def sample_figure(
     from flowspec.viz.notes import run_title
 
     title = run_title(flow)
-    if flow.spec.train["objective"] == "reverse_kl":
-        from flowspec.energies import build_energy
+    from flowspec.objectives import objective_class
+
+    energy = objective_class(flow.spec).target_energy(flow.spec)
+    if energy is not None:  # a flow fitted to an energy is drawn next to it
         from flowspec.viz.energy import plot_energy_comparison
 
-        return plot_energy_comparison(flow, build_energy(flow.spec.train["target"]), path,
-                                      n_samples=n, temperatures=temps, title=title)
+        return plot_energy_comparison(flow, energy, path, n_samples=n, temperatures=temps,
+                                      title=title)
     try:
         source, prep = _data(flow, data_dir)
     except DataError:

@@ -34,7 +34,8 @@ def invoke(*args):
 
 def test_every_registry_is_in_the_catalogue():
     kinds = {reg.kind for reg, _ in registries()}
-    assert kinds == {"node", "net", "prior", "dataset", "preprocessing step", "energy"}
+    assert kinds == {"node", "net", "prior", "dataset", "preprocessing step", "energy",
+                     "objective"}
     text = catalogue_markdown()
     for reg, title in registries():
         assert f"### {title}" in text
@@ -63,7 +64,7 @@ def test_nodes_command_lists_all_registries_without_eating_markup():
 
 
 @pytest.mark.parametrize("kind", ["node", "net", "prior", "dataset", "preprocessing step",
-                                  "energy"])
+                                  "energy", "objective"])
 def test_nodes_name_works_for_every_registry(kind):
     reg = next(reg for reg, _ in registries() if reg.kind == kind)
     entry = public(reg)[0]

@@ -314,7 +314,7 @@ def test_standardize_reports_nll_in_the_data_units(tmp_path):
     """log p of the flow with standardize on affinely mapped data = log p of the flow without
     it on the original data minus the affine map's log-det."""
     from flowspec.check import jitter_parameters
-    from flowspec.train.datafit import fit_statistics, tensor_batches
+    from flowspec.datafit import fit_statistics, tensor_batches
 
     x = torch.from_numpy(_rows(500, seed=3)).double()
     x = (x - x.mean(0)) / x.std(0, unbiased=False)  # exactly mean 0, std 1

@@ -118,12 +118,12 @@ def test_global_batch_must_divide_among_processes():
 
 def test_ranks_take_disjoint_slices_of_the_same_global_batch():
     from flowspec.api import build_flow
-    from flowspec.train.objectives import MaximumLikelihood
+    from flowspec.objectives.likelihood import MaximumLikelihood
 
     spec = _spec()
     flow = build_flow(spec)
-    whole = MaximumLikelihood(spec, flow, None, torch.device("cpu"))
-    parts = [MaximumLikelihood(spec, flow, None, torch.device("cpu"), shard=(r, 4))
+    whole = MaximumLikelihood(spec, flow, {}, device=torch.device("cpu"))
+    parts = [MaximumLikelihood(spec, flow, {}, device=torch.device("cpu"), shard=(r, 4))
              for r in range(4)]
     for step in (0, 3, 19, 20, 45):
         joined = torch.cat([p._indices(step, seed=5) for p in parts])
@@ -137,7 +137,7 @@ def test_sharded_evaluation_sums_to_the_whole(tmp_path):
 
     from flowspec.api import build_flow
     from flowspec.data import open_dataset
-    from flowspec.train.evaluate import evaluate_nll
+    from flowspec.objectives.nll import evaluate_nll
 
     write_mnist(tmp_path / "mnist", n_train=4, n_test=23)
     spec = load_spec("""

@@ -197,7 +197,7 @@ def test_state_file_of_another_run_is_refused(tiny_spec_path, tmp_path):
 
 def test_evaluate_never_reports_a_non_finite_nll(ckpt):
     from flowspec.data import open_dataset
-    from flowspec.train.evaluate import evaluate_nll
+    from flowspec.objectives.nll import evaluate_nll
 
     flow = flowspec.load(ckpt)
     source, prep = open_dataset(flow.spec.data, None)

@@ -11,7 +11,7 @@ from flowspec.compile import Flow
 from flowspec.energies import build_energy
 from flowspec.errors import FlowspecError
 from flowspec.graph import GraphIR, LatentIR, NodeIR
-from flowspec.train.reverse_kl import (
+from flowspec.objectives.reverse_kl import (
     beta_schedule,
     evaluate_reverse_kl,
     importance_ess,

@@ -223,7 +223,7 @@ def test_early_stopping_needs_a_validation_split(tiny_spec_path, tmp_path):
 
 # -- reverse-KL annealing -------------------------------------------------------------------
 def test_anneal_plan():
-    from flowspec.train.objectives import anneal_plan
+    from flowspec.objectives.reverse_kl import anneal_plan
 
     assert anneal_plan({"beta0": 0.01, "steps": 5000, "fraction": None}, 10000) == (0.01, 5000,
                                                                                     [])

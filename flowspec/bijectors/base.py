@@ -31,7 +31,7 @@ Shape = tuple[int, ...]
 Shapes = Shape | tuple[Shape, ...]
 Tensors = torch.Tensor | tuple[torch.Tensor, ...]
 
-NODES = Registry("node", plugin_group="flowspec.nodes")
+NODES = Registry("node", plugin_group="flowspec.nodes", title="Bijector nodes")
 
 
 class Bijector(nn.Module):

@@ -7,7 +7,7 @@ a node: its log-det ``-sum(log std)`` (times the positions per channel) is part 
 ``Flow.log_prob``, and the reported NLL stays in the units of the data.
 
 The statistics are data-dependent, fitted through the generic ``fit_data`` hook
-(:mod:`flowspec.train.datafit`): a fresh training run feeds the whole training
+(:mod:`flowspec.datafit`): a fresh training run feeds the whole training
 split (never val or test) to every node with such a hook before the first step;
 a resumed run and a loaded checkpoint keep the saved statistics (buffers, with
 a ``fitted`` flag). Outside the trainer, a node that was never fitted estimates

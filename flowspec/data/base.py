@@ -11,8 +11,8 @@ import torch
 from flowspec.errors import DataError
 from flowspec.registry import Registry
 
-DATASETS = Registry("dataset", plugin_group="flowspec.datasets")
-PREPROCESS = Registry("preprocessing step")
+DATASETS = Registry("dataset", plugin_group="flowspec.datasets", title="Datasets")
+PREPROCESS = Registry("preprocessing step", title="Preprocessing steps")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from torch import nn
 
 from flowspec.registry import Registry
 
-PRIORS = Registry("prior", plugin_group="flowspec.priors")
+PRIORS = Registry("prior", plugin_group="flowspec.priors", title="Priors")
 
 
 class Prior(nn.Module):

@@ -21,7 +21,7 @@ from torch import nn
 
 from flowspec.registry import Registry
 
-NETS = Registry("net", plugin_group="flowspec.nets")
+NETS = Registry("net", plugin_group="flowspec.nets", title="Conditioner networks")
 
 
 def build_net(

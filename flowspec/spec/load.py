@@ -208,10 +208,7 @@ def load_spec(
     data = _data(doc.get("data"), child_loc(doc, "data"), validator, problems)
     train = _section(doc, "train", TRAIN_SCHEMA, validator, problems)
     sample = _section(doc, "sample", SAMPLE_SCHEMA, validator, problems)
-    if train.get("objective") == "reverse_kl" and train.get("target") is None:
-        problems.add("reverse_kl needs a target energy", "train.objective",
-                     child_loc(doc.get("train"), "objective") or child_loc(doc, "train"),
-                     "add train.target, e.g. target: U1")
+    _check_objective(train, regs["objective"], doc, problems)
 
     before = problems.found
     lowerer = Lowerer(problems, validator, expander, vars_env, regs["node"], regs["prior"], file)
@@ -230,6 +227,23 @@ def load_spec(
     document.update(flowspec=1, name=name, data=data, train=train, sample=sample)
     return Spec(name=name, document=document, graph=graph, data=data, train=train,
                 sample=sample, source=file, quick=quick_map)
+
+
+def _check_objective(train: dict, objectives: Any, doc: LDict, problems: Problems) -> None:
+    """What the objective itself requires of the ``train`` section (its ``check_spec``)."""
+    from flowspec.registry import split_named
+
+    try:
+        name, _ = split_named(train.get("objective"))
+    except ValueError:
+        return  # reported by the schema
+    if name not in objectives:
+        return  # reported by the schema, with a did-you-mean
+    raw = doc.get("train")
+    loc = (child_loc(raw, "objective") if isinstance(raw, dict) else None) \
+        or child_loc(doc, "train")
+    for path, message, hint in objectives.get(name).obj.check_spec(train):
+        problems.add(message, path, loc, hint)
 
 
 def _apply_overrides(doc: LDict, overrides: list[str] | dict | None, quick: bool,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from flowspec.registry import Entry, Registry
+from flowspec.registry import Entry, Registry, ref
 
 Schema = dict[str, Any]
 
@@ -44,26 +44,25 @@ DEFAULT_FACTOR_OUT_PRIOR = "standard_normal"
 
 
 def registries() -> dict[str, Registry]:
-    """Definition name -> registry, for every kind of registered thing a spec names."""
+    """Definition name -> registry, for every kind of registered thing a spec names, in
+    the order of a spec (the one list: the schema, the loader and the catalogue read it)."""
     import flowspec.bijectors
     import flowspec.data  # noqa: F401  (its modules register datasets and steps)
     import flowspec.distributions
     import flowspec.energies
     import flowspec.nets
+    import flowspec.objectives
     from flowspec.data.base import DATASETS, PREPROCESS
 
     return {
         "node": flowspec.bijectors.NODES,
         "net": flowspec.nets.NETS,
         "prior": flowspec.distributions.PRIORS,
-        "energy": flowspec.energies.ENERGIES,
         "dataset": DATASETS,
         "preprocess": PREPROCESS,
+        "energy": flowspec.energies.ENERGIES,
+        "objective": flowspec.objectives.OBJECTIVES,
     }
-
-
-def ref(name: str) -> Schema:
-    return {"$ref": f"#/definitions/{name}"}
 
 
 def shorthand_param(entry: Entry) -> str | None:

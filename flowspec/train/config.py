@@ -31,8 +31,10 @@ OPTIMIZER_SCHEMA = {
 }
 
 TRAIN_SCHEMA = params_schema(
-    objective={"enum": ["maximum_likelihood", "reverse_kl"], "default": "maximum_likelihood",
-               "description": "maximum_likelihood on data, or reverse_kl on an energy (target)"},
+    objective={**ref("objective"), "default": "maximum_likelihood",
+               "description": "what training minimises: a registered objective "
+                              "(maximum_likelihood on data, reverse_kl on an energy target; "
+                              "`flowspec nodes` lists them), as a name or {name: {params}}"},
     target={**ref("energy"), "description": "energy for reverse_kl, e.g. U1 or {U1: {...}}"},
     anneal={**params_schema(
         beta0={"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.01},

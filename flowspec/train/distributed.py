@@ -38,6 +38,7 @@ import torch.distributed as dist
 from torch import nn
 
 from flowspec.errors import FlowspecError
+from flowspec.objectives.base import local_batch
 
 #: the variables torchrun sets for every worker.
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -122,17 +123,6 @@ def teardown(group: Group) -> None:
         dist.destroy_process_group()
 
 
-def local_batch(batch_size: int, world: int) -> int:
-    """One rank's share of the global ``train.batch_size``; refuses uneven shares."""
-    if batch_size % world:
-        raise FlowspecError(
-            f"train.batch_size {batch_size} is the global batch and must divide evenly "
-            f"among {world} processes",
-            hint=f"use a multiple of {world}, e.g. --set train.batch_size="
-                 f"{batch_size - batch_size % world or world}")
-    return batch_size // world
-
-
 def check_launch(nproc: int, device: str, batch_size: int | None) -> None:
     """Refuse a launch before spawning anything: uneven batch, too few GPUs, a fixed GPU."""
     if batch_size is not None:
@@ -174,13 +164,6 @@ def stop_agreed(group: Group, requested: bool, step: int, device: torch.device) 
     if not group.enabled:
         return requested
     return step % STOP_CHECK_EVERY == 0 and any_true(group, requested, device)
-
-
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum ``t`` over all ranks in place (when a process group is up); returns ``t``."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t
 
 
 def reduce_log(group: Group, loss: torch.Tensor, stats: dict[str, Any], rate: float,
@@ -226,13 +209,22 @@ class Entry(nn.Module):
 
 
 class TrainView:
-    """What the objectives see during training: the flow, with the two methods a loss
-    calls going through the wrapped (DDP and/or compiled) entry. Everything else --
-    shapes, ``num_dims``, context handling -- is the flow's own."""
+    """What the objectives see during training: the flow, with the methods a loss calls
+    going through the wrapped (DDP and/or compiled) entry. Everything else -- shapes,
+    ``num_dims``, context handling -- is the flow's own.
+
+    ``log_prob`` and ``sample_and_log_prob`` are routed; any other method of the flow
+    that a loss differentiates through is called as ``flow.call("method", *args)``, so
+    DDP synchronises its gradients (calling it on the view directly would bypass DDP).
+    """
 
     def __init__(self, flow: nn.Module, entry: Callable[..., Any]):
         self._flow = flow
         self._entry = entry
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``flow.method(*args, **kwargs)`` through the training entry."""
+        return self._entry(method, *args, **kwargs)
 
     def log_prob(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
         return self._entry("log_prob", x, context)

@@ -37,6 +37,7 @@ from flowspec.checkpoint import (
     save_state,
 )
 from flowspec.errors import CheckpointError, FlowspecError
+from flowspec.objectives import build_objective
 from flowspec.runs import (
     DIVERGED,
     FAILED,
@@ -47,7 +48,6 @@ from flowspec.runs import (
     write_status,
 )
 from flowspec.train import distributed
-from flowspec.train.objectives import build_objective
 from flowspec.train.optim import EMA, build_optimizer, build_scheduler
 from flowspec.train.precision import Precision, resolve_precision
 from flowspec.train.report import PlainReporter, Reporter, SilentReporter
@@ -241,10 +241,12 @@ class Trainer:
 
     def _setup_fresh(self, out_root: str | Path, overrides: Any) -> None:
         info = {"seed": self.seed, "device": str(self.device), "spec_source": self.spec.source}
-        prepare = getattr(self.objective, "prepare_fresh_run", None)
-        if prepare is not None:  # fit data statistics (standardize), pin data files
-            self.spec, info["data"] = prepare(self.flow, self.spec, self.reporter.message)
-            self.flow.spec, self.spec_yaml = self.spec, self.spec.to_yaml()
+        # e.g. fit data statistics (standardize), pin data files
+        spec, data = self.objective.prepare_fresh_run(self.flow, self.spec, self.reporter.message)
+        if data is not None:
+            info["data"] = data
+        if spec is not self.spec:
+            self.spec, self.flow.spec, self.spec_yaml = spec, spec, spec.to_yaml()
         self._saved_step: int | None = None
         run_dir = run_id = None
         if self.group.is_main:  # rank 0 names the run; every rank uses that name
@@ -464,12 +466,7 @@ class Trainer:
                "examples_per_s": examples_per_s, **{k: _scalar(v) for k, v in stats.items()}}
         if grad_norm is not None:
             row["grad_norm"] = float(grad_norm)
-        prep = getattr(self.objective, "prep", None)
-        if "nll_nats" in row and getattr(prep, "n_bits", None):
-            from flowspec.metrics import bits_per_dim
-
-            row["bits_per_dim"] = float(bits_per_dim(row["nll_nats"], self.flow.num_dims,
-                                                     prep.n_bits))
+        row.update(self.objective.train_metrics(row, self.flow))
         self.reporter.log(step, row)
         self.write_metrics("train", row)
         if time.time() - self._status_time > 5.0:  # progress for `flowspec runs`
@@ -565,7 +562,7 @@ class Trainer:
             self.reporter.message("no validation split (data.val_fraction is 0): test is "
                                   "evaluated for monitoring only and no best.safetensors is "
                                   "written")
-        for warning in getattr(self.objective, "warnings", ()):
+        for warning in self.objective.start_warnings():
             self.reporter.warning(warning)
         bad, t0, seen = 0, time.perf_counter(), 0
         step = self.start_step

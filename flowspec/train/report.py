@@ -15,19 +15,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-#: the order metrics are shown in (others are left out of the one-line summaries)
-ORDER = ["loss", "nll_nats", "bits_per_dim", "nll_minus_entropy", "kl_nats", "ess",
-         "free_energy", "beta", "lr", "grad_norm", "examples_per_s"]
-#: units of metrics whose name does not say it
-UNITS = {"nll_nats": "nats", "bits_per_dim": "bits/dim", "nll_minus_entropy": "nats",
-         "kl_nats": "nats", "free_energy": "nats", "nats_per_dim": "nats/dim",
-         "examples_per_s": "examples/s"}
+#: metrics of every run, shown around the objective's own (see :func:`summary_order`)
+HEAD, TAIL = ["loss"], ["lr", "grad_norm", "examples_per_s"]
+
+
+def summary_order() -> list[str]:
+    """The order metrics are shown in: the loss, each registered objective's summary
+    metrics as it declares them, then the optimiser's (others are left out of the
+    one-line summaries)."""
+    from flowspec.objectives import metric_order
+
+    return HEAD + metric_order(summary_only=True) + TAIL
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
     """``key=value`` pairs in a fixed order (4 significant digits), space-separated."""
     parts = []
-    for k in ORDER:
+    for k in summary_order():
         if k in metrics:
             v = metrics[k]
             parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from flowspec.compile import Flow
 from flowspec.errors import DataError
 from flowspec.metrics import bits_per_dim
+
+if TYPE_CHECKING:  # pragma: no cover
+    from flowspec.compile import Flow
 
 
 def batch_context(flow: Flow, y: torch.Tensor | None,
@@ -96,8 +98,6 @@ def evaluate_nll(
         sums[1] += xb.shape[0]
         bad_rows.append((start, ~torch.isfinite(lp)))
     if world > 1:
-        from flowspec.train.distributed import all_reduce_sum
-
         all_reduce_sum(sums)
     flow.train(was_training)
     n = int(sums[1])
@@ -124,8 +124,6 @@ def _refuse_nonfinite(nll: float, bad_rows: list[tuple[int, torch.Tensor]], n: i
     idx = [start + i for start, mask in bad_rows for i in mask.nonzero().flatten().tolist()]
     count = len(idx)
     if world > 1:
-        from flowspec.train.distributed import all_reduce_sum
-
         count = int(all_reduce_sum(torch.tensor(float(count), device=device)))
     shown = ", ".join(map(str, idx[:5])) + (" ..." if len(idx) > 5 else "")
     raise FlowspecError(
@@ -136,3 +134,12 @@ def _refuse_nonfinite(nll: float, bad_rows: list[tuple[int, torch.Tensor]], n: i
         hint="the model is degenerate on these inputs (a diverged or undertrained run, or "
              "data unlike the training data): evaluate best.safetensors or an earlier "
              "checkpoint, or retrain with a lower learning rate")
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over all ranks in place (when a process group is up); returns ``t``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t

@@ -1,33 +1,41 @@
-"""Training objectives: what one step minimises, how a run is evaluated, what it draws.
-
-* :class:`MaximumLikelihood` -- ``-log p(x)`` on a dataset (loss in nats per dim).
-* :class:`ReverseKL` -- ``E_q[log q(x) + β U(x)]`` on a target energy, sampling
-  through the flow's inverse (noise -> data), with β annealed from ``beta0``.
-"""
+"""Maximum likelihood: ``-log p(x)`` on a dataset (loss in nats per dim)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from flowspec.compile import Flow
 from flowspec.errors import DataError
-from flowspec.train.distributed import local_batch
-from flowspec.train.evaluate import batch_context, check_context, evaluate_nll
+from flowspec.objectives.base import OBJECTIVES, Metric, Objective, local_batch, reference_device
+from flowspec.objectives.nll import batch_context, check_context, evaluate_nll
+
+if TYPE_CHECKING:  # pragma: no cover
+    from flowspec.compile import Flow
 
 
-class MaximumLikelihood:
-    """``-log p(x)`` on a dataset. Model selection (``best``) uses the validation split;
-    without one (``data.val_fraction: 0``) no checkpoint is chosen, never on test."""
+@OBJECTIVES.register("maximum_likelihood", category="data")
+class MaximumLikelihood(Objective):
+    """``-log p(x)`` on the spec's dataset (the default). ``best`` is chosen on the
+    validation split; without one (``data.val_fraction: 0``) no checkpoint is chosen,
+    never on test."""
 
     key_metric = "nll_nats"
     #: what ``loss`` is measured in: -log p(x) divided by the number of dimensions
     loss_unit = "nats/dim"
+    metrics = (
+        Metric("nll_nats", "nats", "-log p(x) per example, on the model's input scale"),
+        Metric("bits_per_dim", "bits/dim", "discrete data: the discretised NLL in bits per "
+                                           "dimension"),
+        Metric("nll_minus_entropy", "nats", "nll_nats minus the data's known entropy (0 is "
+                                            "perfect)"),
+        Metric("nats_per_dim", "nats/dim", "nll_nats divided by the number of dimensions",
+               summary=False),
+    )
 
-    def __init__(self, spec: Any, flow: Flow, data_dir: Any, device: torch.device,
-                 shard: tuple[int, int] = (0, 1)):
+    def __init__(self, spec: Any, flow: Flow, params: dict[str, Any], *, data_dir: Any = None,
+                 device: torch.device = torch.device("cpu"), shard: tuple[int, int] = (0, 1)):
         from flowspec.data import open_spec_dataset
 
         cfg = spec.train
@@ -86,19 +94,25 @@ class MaximumLikelihood:
         start = i * self.batch_size + self.rank * self.local_batch  # this rank's slice
         return self._perm[start:start + self.local_batch]  # type: ignore[index]
 
-    def loss(self, flow: Flow, step: int, seed: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def batch(self, flow: Any, step: int, seed: int) -> tuple[torch.Tensor, Any]:
+        """This rank's training batch of ``step``: ``(model input, context)``, preprocessed
+        (dequantization noise from the global RNG, seeded by the trainer per step). An
+        objective on the same data (e.g. flow matching) subclasses this one and reuses it."""
         split = self.train_split
         idx = self._indices(step, seed).to(split.x.device)
         xb = split.x[idx].to(self.device, non_blocking=True)
         yb = split.y[idx].to(self.device) if split.y is not None else None
         cb = split.context[idx].to(self.device) if split.context is not None else None
-        x = self.prep(xb)
-        nll = -flow.log_prob(x, batch_context(flow, yb, cb)).mean()
+        return self.prep(xb), batch_context(flow, yb, cb)
+
+    def loss(self, flow: Any, step: int, seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        x, context = self.batch(flow, step, seed)
+        nll = -flow.log_prob(x, context).mean()
         return nll / self.num_dims, {"nll_nats": nll}
 
     def train_batches(self, flow: Flow):
         """The whole training split as model-input batches of about 64 MiB (dequantization
-        seeded), for fitting data-dependent statistics (:mod:`flowspec.train.datafit`)."""
+        seeded), for fitting data-dependent statistics (:mod:`flowspec.datafit`)."""
         split = self.train_split
         per_example = max(1, split.x[0].numel())
         size = max(self.batch_size, (1 << 24) // per_example)
@@ -119,7 +133,7 @@ class MaximumLikelihood:
         training split, pin the data files in the spec that the run stores, and describe
         the data for ``run.json``. Returns ``(spec to store, data record)``."""
         from flowspec.data.files import pin_spec
-        from flowspec.train.datafit import fit_statistics
+        from flowspec.datafit import fit_statistics
 
         fitted = fit_statistics(flow, self.train_batches(flow))
         if fitted:
@@ -143,6 +157,15 @@ class MaximumLikelihood:
             out["file"] = inner.record()
         return out
 
+    def train_metrics(self, row: dict[str, Any], flow: Flow) -> dict[str, Any]:
+        """``bits_per_dim`` of the training NLL, for discrete data."""
+        n_bits = getattr(self.prep, "n_bits", None)
+        if "nll_nats" not in row or not n_bits:
+            return {}
+        from flowspec.metrics import bits_per_dim
+
+        return {"bits_per_dim": float(bits_per_dim(row["nll_nats"], flow.num_dims, n_bits))}
+
     def evaluate(self, flow: Flow, split: str = "test", max_batches: int | None = None) -> dict:
         return evaluate_nll(flow, self.split(split), self.prep,
                             batch_size=max(self.batch_size, 256),
@@ -154,91 +177,24 @@ class MaximumLikelihood:
                             data=self.test_split)
 
 
-class ReverseKL:
-    """``E_q[log q + β U]`` on an energy; evaluated on fresh samples of the flow, so the
-    evaluation itself is a fair basis for choosing ``best``."""
+    @classmethod
+    def evaluate_trained(cls, flow: Flow, spec: Any, *, split: str = "test",
+                         data_dir: Any = None, batch_size: int = 500) -> dict[str, Any]:
+        """The NLL of ``split`` over the whole split (one fixed dequantization draw)."""
+        from flowspec.data import open_spec_dataset
 
-    key_metric = "kl_nats"
-    selection_split = "samples"
-    #: ``loss`` is E_q[log q + β U] per sample (not per dim)
-    loss_unit = "nats"
+        source, prep = open_spec_dataset(spec, data_dir)
+        return evaluate_nll(flow, source.load(split), prep, batch_size=batch_size,
+                            device=reference_device(flow), entropy=source.entropy)
 
-    def __init__(self, spec: Any, flow: Flow, data_dir: Any, device: torch.device,
-                 shard: tuple[int, int] = (0, 1)):
-        from flowspec.energies import build_energy
+    @classmethod
+    def reference_points(cls, flow: Flow, spec: Any, n: int, data_dir: Any = None
+                         ) -> torch.Tensor:
+        """The first ``n`` test points on the model's input scale (no noise)."""
+        from flowspec.data import open_dataset
 
-        cfg = spec.train
-        if cfg.get("target") is None:
-            from flowspec.errors import SpecError
-
-            raise SpecError("train.objective is reverse_kl but train.target is not set",
-                            hint="e.g. target: U1")
-        self.energy = build_energy(cfg["target"])
-        self.batch_size = cfg["batch_size"]
-        self.local_batch = local_batch(self.batch_size, shard[1])  # samples per rank
-        self.steps_per_epoch = cfg["steps_per_epoch"] or 1000
-        self.device = device
-        total = cfg["steps"] or cfg["epochs"] * self.steps_per_epoch
-        self.beta0, self.anneal_steps, self.warnings = anneal_plan(cfg.get("anneal"), total)
-
-    def beta(self, step: int) -> float:
-        from flowspec.train.reverse_kl import beta_schedule
-
-        return beta_schedule(step, self.beta0, self.anneal_steps)
-
-    def loss(self, flow: Flow, step: int, seed: int) -> tuple[torch.Tensor, dict[str, float]]:
-        from flowspec.train.reverse_kl import reverse_kl_loss
-
-        beta = self.beta(step)
-        loss, stats = reverse_kl_loss(flow, self.energy, self.local_batch, beta)
-        return loss, {**stats, "beta": beta}
-
-    def evaluate(self, flow: Flow, split: str = "test", max_batches: int | None = None) -> dict:
-        from flowspec.train.reverse_kl import evaluate_reverse_kl
-
-        return evaluate_reverse_kl(flow, self.energy)
-
-    def draw(self, flow: Flow, path: Path, n: int, temperature: float) -> Path:
-        from flowspec.viz.energy import plot_energy_comparison
-        from flowspec.viz.notes import run_title
-
-        return plot_energy_comparison(flow, self.energy, path, n_samples=n,
-                                      temperatures=[temperature], title=run_title(flow))
-
-
-def anneal_plan(anneal: dict | None, total: int) -> tuple[float, int, list[str]]:
-    """``(beta0, anneal steps, warnings)`` of a ``train.anneal`` section for a run of
-    ``total`` steps. ``fraction`` follows the run's length; a fixed ``steps`` longer
-    than the run leaves β below 1 at the end, which fits the wrong target: warned."""
-    if not anneal:
-        return 1.0, 0, []
-    beta0, steps, fraction = anneal["beta0"], anneal.get("steps", 0), anneal.get("fraction")
-    if fraction is not None:
-        if steps:
-            from flowspec.errors import SpecError
-
-            raise SpecError("train.anneal: give steps or fraction, not both",
-                            hint="fraction: 0.5 anneals over the first half of the run")
-        return beta0, max(1, round(fraction * total)), []
-    warnings = []
-    if steps > total:
-        from flowspec.train.reverse_kl import beta_schedule
-
-        end = beta_schedule(total, beta0, steps)
-        warnings.append(
-            f"train.anneal.steps ({steps}) is longer than the run ({total} steps): β ends at "
-            f"{end:.2f}, not 1, so the flow fits a flattened target. Use --set "
-            f"train.anneal.steps={total // 2}, or write anneal: {{fraction: 0.5}} in the spec "
-            f"(annealing over half the run, whatever its length)")
-    return beta0, steps, warnings
-
-
-def build_objective(spec: Any, flow: Flow, data_dir: Any, device: torch.device,
-                    shard: tuple[int, int] = (0, 1)):
-    """The spec's objective; ``shard = (rank, world)`` for a data-parallel rank."""
-    kind = spec.train["objective"]
-    cls = ReverseKL if kind == "reverse_kl" else MaximumLikelihood
-    return cls(spec, flow, data_dir, device, shard)
+        source, prep = open_dataset(spec.data, data_dir)
+        return prep.deterministic(source.load("test").x[:n])
 
 
 @torch.no_grad()
