@@ -185,3 +185,61 @@ def test_a_net_that_breaks_the_node_is_a_located_spec_error(tmp_path, node, net,
         load_spec(path)
     (problem,) = err.value.problems
     assert needle in problem.message and problem.loc.line == 7
+
+
+def test_minibatch_ot_pairs_are_an_optimal_assignment():
+    import itertools
+
+    from flowspec.objectives.flow_matching import minibatch_ot_pairs
+
+    gen = torch.Generator().manual_seed(0)
+    x, z = torch.randn(5, 2, generator=gen), torch.randn(5, 2, generator=gen)
+    perm = minibatch_ot_pairs(x, z)
+    cost = float(((x - z[perm]) ** 2).sum())
+    best = min(float(((x - z[list(p)]) ** 2).sum()) for p in itertools.permutations(range(5)))
+    assert cost == pytest.approx(best)
+
+
+FM_SPEC = """\
+flowspec: 1
+data: {{dataset: moons}}
+model:
+  input: [2]
+  flow:
+{flow}
+train:
+  objective: {{flow_matching: {{coupling: minibatch_ot}}}}
+  batch_size: 64
+  steps: 30
+  optimizer: {{adam: {{lr: 1.0e-2}}}}
+"""
+
+
+def _fm_objective(tmp_path, flow_yaml):
+    from flowspec.api import build_flow
+    from flowspec.objectives import build_objective
+
+    spec = load_spec(FM_SPEC.format(flow=flow_yaml))
+    flow = build_flow(spec)
+    return flow, build_objective(spec, flow, data_dir=tmp_path)
+
+
+def test_flow_matching_regresses_the_field_and_refuses_flows_it_cannot_train(tmp_path):
+    flow, objective = _fm_objective(
+        tmp_path, "    - cnf: {net: {time_mlp: {hidden: [32, 32]}}, rtol: 1.0e-3, atol: 1.0e-3}")
+    opt = torch.optim.Adam(flow.parameters(), lr=1e-2)
+    torch.manual_seed(0)
+    losses = []
+    for step in range(30):
+        loss, stats = objective.loss(flow, step, 0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(stats["fm_loss"].detach()))
+    assert sum(losses[-5:]) < sum(losses[:5])  # the regression learns
+    (cnf,) = [node for _, node in flow.node_items() if hasattr(node, "nfe")]
+    assert cnf.nfe == 0  # no ODE was solved in training
+    with pytest.raises(Exception, match="would not train"):
+        _fm_objective(tmp_path, "    - actnorm\n    - cnf: {net: {time_mlp: {hidden: [8]}}}")
+    with pytest.raises(Exception, match="exactly one cnf"):
+        _fm_objective(tmp_path, "    - cnf: {net: {time_mlp: {hidden: [8]}}}\n    - actnorm")
