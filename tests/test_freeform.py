@@ -190,6 +190,8 @@ def test_a_net_that_breaks_the_node_is_a_located_spec_error(tmp_path, node, net,
 def test_minibatch_ot_pairs_are_an_optimal_assignment():
     import itertools
 
+    pytest.importorskip("scipy")
+
     from flowspec.objectives.flow_matching import minibatch_ot_pairs
 
     gen = torch.Generator().manual_seed(0)
@@ -225,6 +227,7 @@ def _fm_objective(tmp_path, flow_yaml):
 
 
 def test_flow_matching_regresses_the_field_and_refuses_flows_it_cannot_train(tmp_path):
+    pytest.importorskip("scipy")  # the spec pairs by minibatch OT
     flow, objective = _fm_objective(
         tmp_path, "    - cnf: {net: {time_mlp: {hidden: [32, 32]}}, rtol: 1.0e-3, atol: 1.0e-3}")
     opt = torch.optim.Adam(flow.parameters(), lr=1e-2)
