@@ -246,3 +246,17 @@ def test_flow_matching_regresses_the_field_and_refuses_flows_it_cannot_train(tmp
         _fm_objective(tmp_path, "    - actnorm\n    - cnf: {net: {time_mlp: {hidden: [8]}}}")
     with pytest.raises(Exception, match="exactly one cnf"):
         _fm_objective(tmp_path, "    - cnf: {net: {time_mlp: {hidden: [8]}}}\n    - actnorm")
+
+
+def test_auto_logdet_trains_with_the_cheap_estimator_on_large_dims(monkeypatch):
+    import flowspec.bijectors.residual as residual
+
+    node = _residual(20, exact_dims=16)  # logdet: auto
+    seen = []
+    monkeypatch.setattr(residual, "roulette_logdet",
+                        lambda x, gx, n_exact, *a, **k: seen.append(n_exact) or x.new_zeros(len(x)))
+    node.train()
+    node(torch.randn(2, 20, dtype=torch.float64))
+    node.eval()
+    node(torch.randn(2, 20, dtype=torch.float64))
+    assert seen == [node.exact_terms, node.eval_exact_terms]

@@ -153,10 +153,12 @@ class Residual(Bijector):
                 "unbiased estimate)")
 
     def _method(self) -> str:
-        if self.training and torch.is_grad_enabled():
+        small = self.dims <= self.exact_dims
+        if self.training and torch.is_grad_enabled():  # training: the chosen method
             if self.logdet != "auto":
                 return self.logdet
-        return "exact" if self.dims <= self.exact_dims else "eval_roulette"
+            return "exact" if small else "russian_roulette"
+        return "exact" if small else "eval_roulette"  # evaluation: exact where D allows
 
     def _logdet(self, x: torch.Tensor, gx: torch.Tensor, method: str, graph: bool):
         if method == "exact":
