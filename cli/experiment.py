@@ -175,11 +175,21 @@ def register(app: typer.Typer, data_app: typer.Typer) -> None:
 
         metrics = objective_class(flow.spec).evaluate_trained(
             flow, flow.spec, split=split, data_dir=data_dir, batch_size=batch_size)
+        from flowspec.check import logdet_methods
+
+        methods = logdet_methods(flow)  # exact or an estimate, per free-form node
         if as_json:
-            print(json.dumps({**metrics, "split": split, "checkpoint": info}))
+            print(json.dumps({**metrics, "split": split, "checkpoint": info,
+                              **({"logdet": methods} if methods else {})}))
         else:
             for k, v in metrics.items():
                 console.print(f"{k:>20}: {num(v)}", highlight=False)
+            groups: dict[str, list[str]] = {}
+            for nid, how in methods.items():
+                groups.setdefault(how, []).append(nid)
+            for how, ids in groups.items():
+                where = ids[0] if len(ids) == 1 else f"{len(ids)} nodes, {ids[0]} ..."
+                console.print(f"{'log-det':>20}: {how} ({where})", highlight=False)
 
     @app.command()
     @user_errors

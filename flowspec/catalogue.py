@@ -97,6 +97,9 @@ def schema_rows(schema: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 def inverse_kind(entry: Entry) -> str:
     cls = entry.obj
+    stated = getattr(cls, "inverse_doc", None)  # nodes whose tolerance follows their params
+    if stated:
+        return stated
     analytic = getattr(cls, "analytic", "both")
     if analytic == "both":
         return "analytic"

@@ -6,7 +6,7 @@ Importing this package registers the shipped ones (``maximum_likelihood``,
 ``flowspec.objectives`` entry point).
 """
 
-from flowspec.objectives import likelihood, reverse_kl  # noqa: F401  (registers them)
+from flowspec.objectives import flow_matching, likelihood, reverse_kl  # noqa: F401  (registers them)
 from flowspec.objectives.base import (
     DEFAULT_OBJECTIVE,
     OBJECTIVES,
