@@ -15,6 +15,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from flowspec.compile import Flow
 
 
+#: said at the start of a run with model.dequantize (Flow++)
+VARIATIONAL_NOTE = ("variational dequantization: nll and bits/dim are the variational bound "
+                    "E_q[-log p(x + u) + log q(u | x)] on the discrete data's code length, "
+                    "one draw of u ~ q per example")
+
+
 @OBJECTIVES.register("maximum_likelihood", category="data")
 class MaximumLikelihood(Objective):
     """``-log p(x)`` on the spec's dataset (the default). ``best`` is chosen on the
@@ -25,10 +31,13 @@ class MaximumLikelihood(Objective):
     #: what ``loss`` is measured in: -log p(x) divided by the number of dimensions
     loss_unit = "nats/dim"
     metrics = (
-        Metric("nll_nats", "nats", "-log p(x) per example, on the model's input scale",
+        Metric("nll_nats", "nats", "-log p(x) per example, on the model's input scale; with "
+                                   "model.dequantize the variational bound "
+                                   "E_q[-log p(x + u) + log q(u | x)] (one draw of u)",
                short="nll"),
         Metric("bits_per_dim", "bits/dim", "discrete data: the discretised NLL in bits per "
-                                           "dimension", short=""),
+                                           "dimension, an upper bound (uniform or, with "
+                                           "model.dequantize, variational bound)", short=""),
         Metric("nll_minus_entropy", "nats", "nll_nats minus the data's known entropy (0 is "
                                             "perfect)"),
         Metric("nats_per_dim", "nats/dim", "nll_nats divided by the number of dimensions",
@@ -160,7 +169,11 @@ class MaximumLikelihood(Objective):
 
     def start_warnings(self) -> list[str]:
         """The data's own notes (discrete or few-valued columns, ...), said at start."""
-        return list(getattr(self.prep, "notes", ()))
+        return list(getattr(self.prep, "notes", ())) + self._bound_notes()
+
+    def _bound_notes(self) -> list[str]:
+        return [VARIATIONAL_NOTE] if getattr(self.prep, "dequantize", None) == "variational" \
+            else []
 
     def train_metrics(self, row: dict[str, Any], flow: Flow) -> dict[str, Any]:
         """``bits_per_dim`` of the training NLL, for discrete data."""
@@ -189,8 +202,13 @@ class MaximumLikelihood(Objective):
         from flowspec.data import open_spec_dataset
 
         source, prep = open_spec_dataset(spec, data_dir)
-        return evaluate_nll(flow, source.load(split), prep, batch_size=batch_size,
-                            device=reference_device(flow), entropy=source.entropy)
+        out: dict[str, Any] = evaluate_nll(flow, source.load(split), prep,
+                                           batch_size=batch_size,
+                                           device=reference_device(flow),
+                                           entropy=source.entropy)
+        if getattr(flow, "dequantizer", None) is not None:
+            out["bound"] = "variational: E_q[-log p(x+u) + log q(u|x)], one draw of u"
+        return out
 
     @classmethod
     def reference_points(cls, flow: Flow, spec: Any, n: int, data_dir: Any = None

@@ -218,9 +218,18 @@ def load_spec(
         from flowspec.spec.support import insert_support
 
         insert_support(graph, data, problems, child_loc(doc, "data"), file)
+    if graph is not None and problems.found == before:
+        from flowspec.spec.dequantize import link_dequantizer
+
+        raw_model = doc.get("model")
+        link_dequantizer(graph, data, problems,
+                         child_loc(raw_model, "dequantize") if isinstance(raw_model, dict)
+                         else None, child_loc(doc, "data"))
     if graph is not None and model_clean and problems.found == before:
         try:  # graph and shape checks need a model that lowered cleanly
             analyse(graph)
+            if graph.dequantizer is not None:
+                analyse(graph.dequantizer)
         except SpecError as err:
             problems.extend(err.problems)
     problems.raise_if_any()
