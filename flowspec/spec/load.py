@@ -209,6 +209,9 @@ def load_spec(
     train = _section(doc, "train", TRAIN_SCHEMA, validator, problems)
     sample = _section(doc, "sample", SAMPLE_SCHEMA, validator, problems)
     _check_objective(train, regs["objective"], doc, problems)
+    from flowspec.spec.noise import check_denoise
+
+    check_denoise(train, sample, problems, child_loc(doc, "sample"))
 
     before = problems.found
     lowerer = Lowerer(problems, validator, expander, vars_env, regs["node"], regs["prior"], file)
