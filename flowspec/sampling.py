@@ -163,6 +163,11 @@ def draw_samples(flow: Flow, source: Any, prep: Any, path: str | Path, n: int,
     if data is not None and not vector_context:  # data rows belong to other contexts
         ref = data.x[:4000].to(dev)
         ref = prep.deterministic(ref) if hasattr(prep, "deterministic") else ref
+    period = _periodic(source)
+    if period is not None and tuple(flow.input_shape) == (2,) and not vector_context:
+        from flowspec.viz.torus import plot_torus  # angles: drawn on the periodic domain
+
+        return plot_torus(flow, samples, path, data=ref, title=title, period=period)
     if tuple(flow.input_shape) != (2,):  # a table of 1 or more than 2 columns: corner plot
         from flowspec.viz.pairs import plot_pairs
 
@@ -174,6 +179,16 @@ def draw_samples(flow: Flow, source: Any, prep: Any, path: str | Path, n: int,
         return plot_samples_2d(_WithContext(flow, context), samples, path, title=title,
                                names=names)
     return plot_samples_2d(flow, samples, path, data=ref, title=title, names=names)
+
+
+def _periodic(source: Any) -> tuple[float, float] | None:
+    """``(low, high)`` when the dataset's two coordinates are angles (the torus toy)."""
+    while source is not None:
+        period = getattr(source, "periodic", None)
+        if period is not None:
+            return tuple(period)  # type: ignore[return-value]
+        source = getattr(source, "source", None)
+    return None
 
 
 def _column_names(source: Any) -> list[str] | None:
