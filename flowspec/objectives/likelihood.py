@@ -154,6 +154,10 @@ class MaximumLikelihood(Objective):
                 yb = split.y[sl].to(self.device) if split.y is not None else None
                 cb = split.context[sl].to(self.device) if split.context is not None else None
                 x = self.prep(split.x[sl].to(self.device), generator=noise)
+                if getattr(flow, "dequantizer", None) is not None:  # what the nodes will see
+                    with torch.no_grad():  # in training-size chunks: q has attention nets
+                        x = torch.cat([flow.dequantizer(part)[0]
+                                       for part in x.split(self.batch_size)])
                 yield x, batch_context(flow, yb, cb)
 
         return gen
