@@ -123,6 +123,11 @@ class Flow(nn.Module):
                 analysis.shapes[lat.cond] if lat.cond else None,
             )
         build.check_finite()
+        from flowspec.dequantize import build_dequantizer
+
+        #: model.dequantize: the learned noise q(u | x) of Flow++ (log_prob is then the
+        #: variational bound, see flowspec.dequantize)
+        self.dequantizer = build_dequantizer(graph, Flow)
         self.latent_names = [lat.id for lat in graph.latents]
         self.latent_shapes = [tuple(analysis.shapes[lat.input]) for lat in graph.latents]
         self.port_shapes = analysis.shapes
@@ -352,9 +357,15 @@ class Flow(nn.Module):
         """``log p(x)`` per example: prior log-density of the latents plus the log-dets.
 
         ``x``: ``[N, *model.input]`` as a tensor, numpy array or nested list (cast to the
-        flow's dtype); ``context``: one per example, or one for all."""
+        flow's dtype); ``context``: one per example, or one for all. With
+        ``model.dequantize`` (variational), ``x`` are bin centres and the value is one draw
+        of the variational bound ``log p(x + u) - log q(u | x)``, ``u ~ q``."""
         x = self._data_input(x)
         ctx = self.prepare_context(context, x.shape[0])
+        if self.dequantizer is not None:  # bin centres -> x + u, u ~ q(u | x): the bound
+            x, log_q = self.dequantizer(x)
+            vals, logdet = self._forward_walk(x, ctx, None)
+            return self._latent_log_prob(vals, ctx) + logdet - log_q
         vals, logdet = self._forward_walk(x, ctx, None)
         return self._latent_log_prob(vals, ctx) + logdet
 

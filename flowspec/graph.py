@@ -82,6 +82,10 @@ class GraphIR:
     context: ContextIR | None = None
     input_port: str = INPUT_PORT
     file: str | None = None
+    #: ``model.dequantize: {variational: ...}``: the graph of q(u | x) (context: x), and
+    #: the number of levels of the discrete data (set from ``data.preprocess``)
+    dequantizer: GraphIR | None = None
+    levels: int | None = None
 
 
 @dataclass

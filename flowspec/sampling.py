@@ -15,6 +15,13 @@ from flowspec.compile import Flow
 from flowspec.errors import DataError, FlowspecError
 
 
+def denoised_sample(flow: Flow, n: int, *, temperature: float, context: Any) -> torch.Tensor:
+    """Samples, with the spec's denoising step (``sample.denoise``, TarFlow) if it asks."""
+    from flowspec.denoise import sample
+
+    return sample(flow, n, temperature=temperature, context=context)
+
+
 def _data(flow: Flow, data_dir: Any):
     from flowspec.data import open_spec_dataset
 
@@ -84,7 +91,8 @@ def sample_figure(
         return write_samples(flow, path, n, temps[0], context=context, label=label)
     if npy:
         ctx = _class_context(flow, n, label)
-        arrays = torch.stack([flow.sample(n, temperature=t, context=ctx).cpu() for t in temps])
+        arrays = torch.stack([denoised_sample(flow, n, temperature=t, context=ctx).cpu()
+                              for t in temps])
         import numpy as np
 
         np.save(path.with_suffix(".npy"), arrays.squeeze(0).numpy())
@@ -147,7 +155,7 @@ def draw_samples(flow: Flow, source: Any, prep: Any, path: str | Path, n: int,
     samples = {}
     for t in temps:
         ctx = context if context is not None else _class_context(flow, n, label)
-        samples[t] = flow.sample(n, temperature=t, context=ctx)
+        samples[t] = denoised_sample(flow, n, temperature=t, context=ctx)
     if vector_context:
         c = torch.as_tensor(context).reshape(-1).tolist()
         title += f" · p(x | c = [{', '.join(f'{v:.3g}' for v in c)}])"
@@ -155,6 +163,11 @@ def draw_samples(flow: Flow, source: Any, prep: Any, path: str | Path, n: int,
     if data is not None and not vector_context:  # data rows belong to other contexts
         ref = data.x[:4000].to(dev)
         ref = prep.deterministic(ref) if hasattr(prep, "deterministic") else ref
+    period = _periodic(source)
+    if period is not None and tuple(flow.input_shape) == (2,) and not vector_context:
+        from flowspec.viz.torus import plot_torus  # angles: drawn on the periodic domain
+
+        return plot_torus(flow, samples, path, data=ref, title=title, period=period)
     if tuple(flow.input_shape) != (2,):  # a table of 1 or more than 2 columns: corner plot
         from flowspec.viz.pairs import plot_pairs
 
@@ -178,6 +191,16 @@ def data_column_names(flow: Flow, data_dir: Any = None) -> list[str] | None:
     except FlowspecError:
         return None
     return _column_names(source)
+
+
+def _periodic(source: Any) -> tuple[float, float] | None:
+    """``(low, high)`` when the dataset's two coordinates are angles (the torus toy)."""
+    while source is not None:
+        period = getattr(source, "periodic", None)
+        if period is not None:
+            return tuple(period)  # type: ignore[return-value]
+        source = getattr(source, "source", None)
+    return None
 
 
 def _column_names(source: Any) -> list[str] | None:
@@ -215,7 +238,7 @@ def _image_grid(flow: Flow, prep: Any, path: Path, n: int, temps: list[float], c
     rows, bad = [], []
     for t in temps:
         ctx = context if context is not None else _class_context(flow, n, label)
-        x = flow.sample(n, temperature=t, context=ctx)
+        x = denoised_sample(flow, n, temperature=t, context=ctx)
         bad.append(nonfinite_rows(x).cpu())
         rows.append(to_img(torch.nan_to_num(x, nan=0.0)).cpu())
     n_bad, total = int(sum(int(b.sum()) for b in bad)), n * len(temps)

@@ -65,7 +65,8 @@ class TarFlow(Bijector):
 
     Density in one pass; sampling in T sequential passes (T = number of patches).
     The output layer starts at zero, so the block starts as the identity. The paper's
-    noise augmentation and denoising step are not part of the block. A context, if the
+    noise augmentation and denoising step are options of the run (maximum_likelihood's
+    ``noise``, ``sample.denoise``), not of the block. A context, if the
     flow has one, is ignored.
     """
 

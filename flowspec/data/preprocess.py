@@ -12,7 +12,11 @@ pipeline, whatever order the steps are listed in; the steps only configure it:
 2. ``pad: {to: [H, W]}`` -- zero-pad, centred (MNIST 28 -> 32). The padded pixels
    are data like any other: they are dequantized and counted in ``D``.
 3. ``dequantize: uniform`` (default) -- ``y = (x_n + u) / 2**n`` with fresh
-   ``u ~ U[0, 1)^D`` per call; ``dequantize: none`` uses the bin centres ``u = 1/2``.
+   ``u ~ U[0, 1)^D`` per call; ``dequantize: none`` uses the bin centres ``u = 1/2``;
+   ``dequantize: variational`` passes the bin centres to a flow whose
+   ``model.dequantize`` draws ``u ~ q(u | x_n)`` (Flow++, :mod:`flowspec.dequantize`):
+   its ``log_prob`` is then ``log p(y) - log q(u | x_n)``, so the same bits/dim
+   formula gives the variational bound (a tighter one, since q is learned).
 4. ``scale`` -- division by ``2**n`` into ``[0, 1]`` as in 3; always done for
    discrete data, listing it only makes that explicit.
 
@@ -73,8 +77,10 @@ _WIDTH = {"type": "number", "exclusiveMinimum": 0}
 @PREPROCESS.register(
     "dequantize",
     schema=params_schema(
-        kind={"enum": ["uniform", "none"], "default": "uniform",
-              "description": "uniform noise in each bin, or bin centres"},
+        kind={"enum": ["uniform", "variational", "none"], "default": "uniform",
+              "description": "uniform noise in each bin; variational: bin centres, the "
+                             "noise drawn by the model's learned q(u | x) "
+                             "(model.dequantize); none: bin centres, no bound"},
         columns={"anyOf": [{"type": "array", "items": {"type": ["string", "integer"]},
                             "minItems": 1}, {"type": "null"}], "default": None,
                  "description": "tables: the columns (names, or feature indices of arrays) "
@@ -204,6 +210,10 @@ class Preprocessing:
                                 "table takes only `dequantize`",
                                 hint="remove it; to rescale a column add a `standardize` or "
                                      "affine node to the flow, so its log-det is counted")
+            if cfg.dequantize == "variational":
+                raise DataError(f"{path}: dequantize: variational applies to 8-bit images; "
+                                "a table's columns are dequantized uniformly",
+                                hint="use dequantize: uniform (or list the columns)")
             self.widths, self.notes = table_dequantization(
                 source, cfg if self.steps else None, path)
             if self.widths is not None:
@@ -276,6 +286,8 @@ class Preprocessing:
         if not self.discrete:
             return self._table_noise(x_raw.float(), generator)
         x = self._bins(x_raw)
+        # variational: the bin centres; the flow's dequantizer recovers the bin from them
+        # (floor(y·levels), far from any bin edge) and draws u ~ q(u | x) itself
         if self.dequantize == "uniform":
             gen_dev = generator.device if generator is not None else x.device
             u = torch.rand(x.shape, generator=generator, device=gen_dev, dtype=x.dtype)

@@ -175,6 +175,8 @@ class ToySource(DataSource):
 
     shape = (2,)
     discrete = False
+    #: ``(low, high)`` when both coordinates are angles on that circle (pictures wrap)
+    periodic: tuple[float, float] | None = None
     generator: Generator
     name: str
 
@@ -198,10 +200,11 @@ class ToySource(DataSource):
         return self._cache[split]
 
 
-def _register_toy(name: str, fn: Generator, doc: str) -> None:
+def _register_toy(name: str, fn: Generator, doc: str,
+                  periodic: tuple[float, float] | None = None) -> None:
     cls = type(f"Toy_{name}", (ToySource,), {
         "__doc__": doc, "generator": staticmethod(fn), "name": name,
-        "entropy": ENTROPY[name],
+        "entropy": ENTROPY[name], "periodic": periodic,
     })
     DATASETS.register(name, schema=params_schema(**_TOY_PARAMS), category="toy",
                       examples=[{"params": {"n_train": 64, "n_test": 32}}])(cls)
@@ -312,4 +315,5 @@ ENTROPY["torus"] = (_wrapped_normal_entropy(TORUS_MEANS, TORUS_STD)
 GENERATORS["torus"] = torus
 _register_toy("torus", torus, (torus.__doc__ or "").strip()
               + " For circular flows (circular_rq_spline with the uniform prior); the entropy "
-              "is exact (1-D quadrature), so nll_minus_entropy is the KL.")
+              "is exact (1-D quadrature), so nll_minus_entropy is the KL.",
+              periodic=(-math.pi, math.pi))

@@ -209,6 +209,9 @@ def load_spec(
     train = _section(doc, "train", TRAIN_SCHEMA, validator, problems)
     sample = _section(doc, "sample", SAMPLE_SCHEMA, validator, problems)
     _check_objective(train, regs["objective"], doc, problems)
+    from flowspec.spec.noise import check_denoise
+
+    check_denoise(train, sample, problems, child_loc(doc, "sample"))
 
     before = problems.found
     lowerer = Lowerer(problems, validator, expander, vars_env, regs["node"], regs["prior"], file)
@@ -218,9 +221,18 @@ def load_spec(
         from flowspec.spec.support import insert_support
 
         insert_support(graph, data, problems, child_loc(doc, "data"), file)
+    if graph is not None and problems.found == before:
+        from flowspec.spec.dequantize import link_dequantizer
+
+        raw_model = doc.get("model")
+        link_dequantizer(graph, data, problems,
+                         child_loc(raw_model, "dequantize") if isinstance(raw_model, dict)
+                         else None, child_loc(doc, "data"))
     if graph is not None and model_clean and problems.found == before:
         try:  # graph and shape checks need a model that lowered cleanly
             analyse(graph)
+            if graph.dequantizer is not None:
+                analyse(graph.dequantizer)
         except SpecError as err:
             problems.extend(err.problems)
     problems.raise_if_any()

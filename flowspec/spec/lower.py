@@ -549,9 +549,44 @@ class Lowerer:
                          "its priors in latent items", "model.prior", model.key_loc("prior"))
             self.graph(model["graph"], child_loc(model, "graph") or mloc)
         self.resolve_aliases()
+        dequantizer = None
+        if "dequantize" in model:
+            dequantizer = self.dequantizer(model["dequantize"], shape,
+                                           child_loc(model, "dequantize") or mloc)
         if shape is None:
             return None
-        return GraphIR(shape, self.nodes, self.latents, context, file=self.file)
+        return GraphIR(shape, self.nodes, self.latents, context, file=self.file,
+                       dequantizer=dequantizer)
+
+    def dequantizer(self, raw: Any, shape: tuple[int, ...] | None,
+                    loc: Location | None) -> GraphIR | None:
+        """``model.dequantize: {variational: {flow: [...]}}`` -> the graph of q(u | x): a
+        flow of the model's input shape from a standard normal, conditioned on the discrete
+        example (an image context of the same shape), lowered by a fresh lowerer so its
+        node ids (``dequantize.0.<node>``) never meet the model's."""
+        path = "model.dequantize"
+        if not isinstance(raw, dict) or set(raw) != {"variational"}:
+            self.bad(f"expected {{variational: {{flow: [...]}}}}, got {show(raw)}", path, loc)
+            return None
+        inner = raw["variational"]
+        iloc = child_loc(raw, "variational") or loc
+        if not isinstance(inner, dict) or set(inner) != {"flow"}:
+            self.bad(f"expected {{flow: [...nodes of q(u | x)...]}}, got {show(inner)}",
+                     join_path(path, "variational"), iloc)
+            return None
+        sub = Lowerer(self.problems, self.validator, self.expander, self.vars, self.NODES,
+                      self.PRIORS, self.file)
+        sub.blocks = self.blocks
+        fpath = join_path(path, "variational.flow")
+        floc = child_loc(inner, "flow") or iloc
+        end = sub.chain(inner["flow"], fpath, INPUT_PORT, "dequantize", self.vars, [],
+                        loc=floc)
+        sub.add_latent(LatentIR("z", S.DEFAULT_PRIOR, {}, end, None, path=fpath, loc=floc))
+        sub.resolve_aliases()
+        if shape is None:
+            return None
+        return GraphIR(shape, sub.nodes, sub.latents,
+                       ContextIR(shape=shape, standardize=False), file=self.file)
 
     def context_net(self, context: ContextIR | None, raw: Any, key_loc: Location | None,
                     loc: Location | None, declared: bool) -> None:

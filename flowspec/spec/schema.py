@@ -34,7 +34,8 @@ NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$"
 
 TOP_KEYS = ("flowspec", "name", "description", "vars", "blocks", "quick",
             "data", "model", "train", "sample")
-MODEL_KEYS = ("input", "context", "context_net", "prior", "flow", "graph", "description")
+MODEL_KEYS = ("input", "context", "context_net", "prior", "flow", "graph", "dequantize",
+              "description")
 GRAPH_ITEM_KEYS = ("id", "node", "flow", "block", "latent", "args", "repeat", "as",
                    "in", "out", "cond")
 #: the node ``factor_out`` expands to (two outputs: kept part, factored-out part).
@@ -241,6 +242,19 @@ def _model_definitions(regs: dict[str, Registry]) -> dict[str, Schema]:
                       f"(default {DEFAULT_PRIOR})"},
             "flow": ref("chain"),
             "graph": {"type": "array", "items": graph_item},
+            "dequantize": {
+                "description": "Flow++ variational dequantization: a conditional flow "
+                "q(u | x) over the noise u in [0, 1)^D of each discrete example, trained with "
+                "the model; the NLL and bits/dim are then the variational bound "
+                "E_q[-log p(x + u) + log q(u | x)] (needs data.preprocess dequantize: "
+                "variational)",
+                "type": "object", "additionalProperties": False, "required": ["variational"],
+                "properties": {"variational": {
+                    "type": "object", "additionalProperties": False, "required": ["flow"],
+                    "properties": {"flow": {**ref("chain"), "description": "the nodes of "
+                                            "q(u | x) from Gaussian noise to logit(u); every "
+                                            "node sees the discrete image x (scaled to "
+                                            "[-1, 1]) as its context"}}}}},
             "description": {"type": "string"},
         },
     }

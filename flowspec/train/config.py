@@ -111,4 +111,8 @@ SAMPLE_SCHEMA = params_schema(
     n={**_pos_int, "default": 64},
     temperature={"type": "number", "minimum": 0, "default": 1.0},
     seed={"type": "integer", "default": 0},
+    denoise={"type": "boolean",
+             "description": "TarFlow's score-based denoising (absent: off): one step "
+             "x + σ²∇log p(x) on each sample, σ being the training noise (train.objective: "
+             "{maximum_likelihood: {noise: σ}})"},
 )

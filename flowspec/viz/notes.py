@@ -82,7 +82,9 @@ def run_title(flow: Any, info: dict | None = None) -> str:
     for key, unit in shown:
         v = metrics.get(key)
         if isinstance(v, (int, float)) and math.isfinite(v):
-            parts.append(f"{split + ' ' if split else ''}NLL {_fmt(v)} {unit}{when}")
+            bound = " (variational bound)" if getattr(flow, "dequantizer", None) is not None \
+                else ""
+            parts.append(f"{split + ' ' if split else ''}NLL {_fmt(v)} {unit}{bound}{when}")
             break
     return " · ".join(parts)
 
