@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import flowspec
 from flowspec.spec import load_spec
-from flowspec.train.loop import train
+from flowspec.train import train
 from flowspec.train.report import SilentReporter
 from flowspec_cli.main import app
 
@@ -68,7 +68,7 @@ def _free_port() -> int:
 def test_two_torchrun_nodes_equal_one_process_and_resume_on_one(tmp_path):
     spec = tmp_path / "nodes.yaml"
     spec.write_text(_spec_text())
-    one = train(load_spec(spec), out_root=tmp_path / "one", device="cpu",
+    one = train(load_spec(spec), out=tmp_path / "one", device="cpu",
                 reporter=SilentReporter())
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -94,7 +94,7 @@ def test_two_torchrun_nodes_equal_one_process_and_resume_on_one(tmp_path):
 def test_synchronized_batch_norm_makes_two_processes_train_as_one(tmp_path):
     def run(bn: str, nproc: int, where: str):
         text = _spec_text(bn).replace("steps: 20", "steps: 6")
-        return train(load_spec(text), out_root=tmp_path / where, device="cpu", nproc=nproc,
+        return train(load_spec(text), out=tmp_path / where, device="cpu", nproc=nproc,
                      reporter=SilentReporter()).run_dir
 
     one = run("{batch_norm: {sync: true}}", 1, "one")

@@ -55,7 +55,7 @@ def torus_density(flow: Any, n: int = 160, low: float = -math.pi, high: float = 
                   context: Any = None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """``(cell edges, exp(log p) at the n x n cell centres, ∫ p over the period)``;
     centres, so the seam is sampled once, not twice."""
-    ref = flow._reference_tensor()
+    ref = flow.reference_tensor()
     step = (high - low) / n
     centres = low + step * (torch.arange(n, dtype=ref.dtype, device=ref.device) + 0.5)
     xx, yy = torch.meshgrid(centres, centres, indexing="xy")
