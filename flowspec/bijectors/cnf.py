@@ -165,6 +165,9 @@ class CNF(Bijector):
 
     analytic = "forward"
     tolerance = 1e-3
+    exports = "none"
+    export_note = ("an ODE solve whose step count depends on the data (adaptive solver) and a "
+                   "log-det by autograd trace: no static graph")
     inverse_doc = ("both directions are ODE solves; round trip and log-det hold to "
                    "100·max(rtol, atol) with adaptive solvers (tol 0.001 at the defaults), "
                    "0.01 with fixed-step ones")

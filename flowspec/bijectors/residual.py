@@ -116,6 +116,9 @@ class Residual(Bijector):
 
     analytic = "forward"
     tolerance = 1e-6
+    exports = "none"
+    export_note = ("its log-det needs autograd (Jacobian, power series or a random estimate) "
+                   "and its inverse a fixed-point iteration: no static graph")
     inverse_doc = ("inverse numerical, fixed-point iteration (tol inverse_tol, 1e-06 by default; "
                    "rows that do not converge in max_iter are NaN, with a warning)")
 
