@@ -33,9 +33,10 @@ from torch import nn
 
 from flowspec.bijectors.base import NODES, Bijector, Shape
 from flowspec.bijectors.logdet_estimators import probe as draw_probe
-from flowspec.errors import ShapeError, UnknownNameError
-from flowspec.nets import NETS, build_net
-from flowspec.registry import params_schema, ref, split_named
+from flowspec.errors import ShapeError
+from flowspec.nets import build_net
+from flowspec.nets.base import require_net
+from flowspec.registry import params_schema, ref
 
 ADAPTIVE = ("dopri5", "dopri8", "bosh3", "adaptive_heun")
 FIXED = ("rk4", "midpoint", "euler")
@@ -49,18 +50,10 @@ def _default_net(in_shape: Shape) -> dict[str, Any]:
 
 def _check_time_net(net: Any, in_shape: Shape) -> None:
     """Refuse a net that does not take time (at the spec's line)."""
-    try:
-        name, _ = split_named(net if net is not None else _default_net(in_shape))
-        cls = NETS.get(name).obj
-    except (ValueError, UnknownNameError):
-        return
-    if not getattr(cls, "takes_time", False):
-        timed = sorted(e.name for e in NETS if getattr(e.obj, "takes_time", False))
-        raise ShapeError(f"cnf needs a net that takes time ({', '.join(timed)}); "
-                         f"'{name}' is called without t")
-    check = getattr(cls, "check_shapes", None)
-    if check is not None:
-        check(tuple(in_shape), tuple(in_shape))
+    require_net(net if net is not None else _default_net(in_shape), in_shape,
+                lambda cls: getattr(cls, "takes_time", False),
+                lambda name, timed: f"cnf needs a net that takes time ({', '.join(timed)}); "
+                                    f"'{name}' is called without t")
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:

@@ -29,9 +29,10 @@ import torch
 
 from flowspec.bijectors.base import NODES, Bijector, Shape
 from flowspec.bijectors.logdet_estimators import exact_logdet, roulette_logdet, series_logdet
-from flowspec.errors import ShapeError, UnknownNameError
-from flowspec.nets import NETS, build_net
-from flowspec.registry import params_schema, ref, split_named
+from flowspec.errors import ShapeError
+from flowspec.nets import build_net
+from flowspec.nets.base import require_net
+from flowspec.registry import params_schema, ref
 
 VECTOR_NET: dict[str, Any] = {"lipschitz_mlp": {"hidden": [128, 128]}}
 IMAGE_NET: dict[str, Any] = {"lipschitz_cnn": {"width": 64}}
@@ -47,19 +48,12 @@ def _default_net(in_shape: Shape) -> dict[str, Any]:
 
 def _check_lipschitz_net(net: Any, in_shape: Shape) -> None:
     """Refuse a net that does not constrain its Lipschitz constant (at the spec's line)."""
-    try:
-        name, _ = split_named(net if net is not None else _default_net(in_shape))
-        cls = NETS.get(name).obj
-    except (ValueError, UnknownNameError):
-        return  # schema validation reports unknown or malformed nets
-    if not hasattr(cls, "set_lipschitz"):
-        constrained = sorted(e.name for e in NETS if hasattr(e.obj, "set_lipschitz"))
-        raise ShapeError(
-            f"residual needs a Lipschitz-constrained net ({', '.join(constrained)}); "
-            f"'{name}' has no spectral-norm constraint, so x + g(x) might not be invertible")
-    check = getattr(cls, "check_shapes", None)
-    if check is not None:
-        check(tuple(in_shape), tuple(in_shape))
+    require_net(net if net is not None else _default_net(in_shape), in_shape,
+                lambda cls: hasattr(cls, "set_lipschitz"),
+                lambda name, constrained: (
+                    f"residual needs a Lipschitz-constrained net ({', '.join(constrained)}); "
+                    f"'{name}' has no spectral-norm constraint, so x + g(x) might not be "
+                    "invertible"))
 
 
 @NODES.register(

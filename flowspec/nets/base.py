@@ -19,9 +19,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from flowspec.registry import Registry
+from flowspec.errors import ShapeError, UnknownNameError
+from flowspec.registry import Registry, split_named
 
 NETS = Registry("net", plugin_group="flowspec.nets", title="Conditioner networks")
+
+
+def require_net(net: Any, in_shape: tuple[int, ...], has: Any, refusal: Any) -> None:
+    """Refuse, before building, a net that lacks what a node needs of it (it takes time,
+    its Lipschitz constant is bounded ...): ``has(cls)`` tests a net class, and
+    ``refusal(name, names_that_have_it)`` words the error, raised as a ShapeError so it
+    is reported at the spec's line. Unknown or malformed nets are left to the schema."""
+    try:
+        name, _ = split_named(net)
+        cls = NETS.get(name).obj
+    except (ValueError, UnknownNameError):
+        return
+    if not has(cls):
+        raise ShapeError(refusal(name, sorted(e.name for e in NETS if has(e.obj))))
+    check = getattr(cls, "check_shapes", None)
+    if check is not None:
+        check(tuple(in_shape), tuple(in_shape))
 
 
 def build_net(
