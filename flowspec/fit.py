@@ -122,9 +122,11 @@ def fit(
     data_dir: str | os.PathLike | None = None,
     verbose: bool = True,
 ) -> Flow:
-    """Train ``spec`` on ``data``; return the trained flow (EMA weights if the run keeps
-    them), in eval mode, with ``flow.run_dir`` set to its run directory and
-    ``flow.metrics`` to its last evaluation.
+    """Train ``spec`` on ``data``; return the trained flow in eval mode -- the ``best``
+    checkpoint (chosen on validation, as ``flowspec eval`` uses) when there is one, else
+    the last weights (EMA weights if the run keeps them). ``flow.checkpoint`` says which
+    (``"best"``/``"last"``), ``flow.best`` the best evaluation (metric, value, step,
+    split), ``flow.run_dir`` the run directory and ``flow.metrics`` the last evaluation.
 
     * ``spec``: a spec file, YAML text or a dict; its ``data`` section is replaced.
     * ``data``: an array/tensor ``[N, D]`` (``[N, ...]`` matching ``model.input``), or a
@@ -237,7 +239,23 @@ def _fit(spec: Any, data: Any, root: Path, files: dict[Path, tuple[str, bool]], 
                                data_params=params,
                                keep_selection=False, **options)
     result = train(request, reporter=PlainReporter() if verbose else SilentReporter())
-    flow = result.flow
+    return _chosen_flow(result)
+
+
+def _chosen_flow(result: Any) -> Flow:
+    """The flow ``flowspec eval``/``sample`` would use: the ``best`` checkpoint when a
+    validation split chose one, else the last weights -- so the model in hand is the one
+    the reported numbers describe, never an overfit last step."""
+    import flowspec
+    from flowspec.run.layout import checkpoint_path
+
+    flow, which = result.flow, "last"
+    best_path = checkpoint_path(result.run_dir, "best")
+    if result.best is not None and best_path.is_file():
+        device = next(iter(result.flow.parameters()), torch.empty(0)).device
+        flow, which = flowspec.load(best_path).to(device).eval(), "best"
     flow.run_dir = result.run_dir
     flow.metrics = result.metrics
+    flow.checkpoint = which
+    flow.best = result.best
     return flow

@@ -49,8 +49,9 @@ def test_fit_array_returns_trained_flow_and_a_run_eval_can_read(tmp_path, capsys
     info = json.loads((run / "run.json").read_text())["data"]
     assert info["file"]["files"]["path"]["path"] == str(data_file.resolve())
     assert info["n_train"] + info["n_val"] + info["n_test"] == 200
-    # the returned flow is the checkpoint's (EMA) flow
-    loaded = flowspec.load(run)
+    # the returned flow is the checkpoint flowspec eval uses (best on val, EMA weights)
+    assert flow.checkpoint == ("best" if flow.best is not None else "last")
+    loaded = flowspec.load(run, which=flow.checkpoint)
     xt = torch.as_tensor(x[:5], dtype=torch.float32)
     assert torch.allclose(flow.log_prob(xt), loaded.log_prob(xt), atol=1e-5)
     # standardize was fitted on the training rows, so log p is in the data's units
@@ -115,3 +116,20 @@ def test_readme_fit_snippet_runs(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     flow = namespace["flow"]
     assert isinstance(flow, flowspec.Flow) and bool(flow.nodes["flow/0/standardize"].fitted)
+
+
+def test_fit_returns_the_best_checkpoint_not_an_overfit_last_step(tmp_path):
+    """The flow fit() hands back is the one `flowspec eval` reports on: when the last
+    step is not the best on validation, the best weights come back, and say so."""
+    x = _data(n=400)
+    flow = flowspec.fit(SPEC, x, out=tmp_path / "runs", verbose=False,
+                        overrides={"train.steps": 30, "train.eval_every": 3,
+                                   "train.optimizer": {"adam": {"lr": 0.3}}})
+    best = json.loads((flow.run_dir / "status.json").read_text())["best"]
+    assert flow.checkpoint == "best" and flow.best["step"] == best["step"]
+    xt = torch.as_tensor(x[:50], dtype=torch.float32)
+    want = flowspec.load(flow.run_dir, which="best").log_prob(xt)
+    assert torch.allclose(flow.log_prob(xt), want, atol=1e-5)
+    if best["step"] != 30:  # the last weights differ from the best ones
+        last = flowspec.load(flow.run_dir, which="last").log_prob(xt)
+        assert not torch.allclose(last, want, atol=1e-5)
