@@ -32,13 +32,23 @@ MODES = ("none", "checkpoint", "invertible")
 
 
 def reconstruct_mode(node: nn.Module) -> str:
-    """``exact``, ``checkpoint`` or ``keep`` for a node (default from ``analytic``)."""
+    """``exact``, ``checkpoint`` or ``keep`` for a node (default from ``analytic``).
+
+    A node with active dropout is checkpointed: its inverse in backward would draw a new
+    dropout mask and rebuild a different input, while checkpointing replays the RNG."""
+    if has_dropout(node):
+        return "checkpoint"
     declared = getattr(node, "reconstruct", None)
     if declared is not None:
         return declared
     if getattr(node, "n_in", 1) != 1 or getattr(node, "n_out", 1) != 1:
         return "keep"  # splits/concats cost nothing to keep: they only move tensors
     return "exact" if getattr(node, "analytic", "both") == "both" else "checkpoint"
+
+
+def has_dropout(node: nn.Module) -> bool:
+    """Whether a node's forward drops units at random (``p > 0``) in training."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in node.modules())
 
 
 def rebuild(node: nn.Module, y: torch.Tensor, context: torch.Tensor | None):
@@ -211,7 +221,9 @@ def fallbacks(nodes: Sequence[tuple[str, nn.Module]]) -> list[str]:
         groups.setdefault((kind, mode), []).append(nid)
     lines = []
     for (kind, mode), ids in groups.items():
-        reason = ("checkpointed (its inverse is numerical or costly)" if mode == "checkpoint"
+        reason = ("checkpointed (its net uses dropout, which an inverse cannot replay)"
+                  if has_dropout(node) else
+                  "checkpointed (its inverse is numerical or costly)" if mode == "checkpoint"
                   else "keeps its activations (its training forward has side effects)")
         shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
         lines.append(f"train.memory invertible: {kind} ({shown}) {reason}")

@@ -35,6 +35,17 @@ model:
         - affine_coupling: {mask: half, parity: "${i}", net: {mlp: {hidden: [16]}}}
         - {permutation: {seed: "${i}"}}
 """
+DROPOUT = """
+model:
+  input: [2, 4, 4]
+  flow:
+    - repeat: 2
+      as: i
+      body:
+        - actnorm
+        - coupling: {mask: checkerboard, parity: "${i}", transformer: affine,
+                     net: {attention: {blocks: 1, width: 8, heads: 2, dropout: 0.3}}}
+"""
 
 
 def _grads(text: str, mode: str, x: torch.Tensor, ctx=None):
@@ -52,8 +63,9 @@ def _grads(text: str, mode: str, x: torch.Tensor, ctx=None):
                            if p.grad is not None}
 
 
-@pytest.mark.parametrize("text,shape", [(GLOW, (2, 8, 8)), (REALNVP, (4,))],
-                         ids=["glow", "realnvp"])
+@pytest.mark.parametrize("text,shape", [(GLOW, (2, 8, 8)), (REALNVP, (4,)),
+                                        (DROPOUT, (2, 4, 4))],
+                         ids=["glow", "realnvp", "dropout"])
 @pytest.mark.parametrize("mode", ["invertible", "checkpoint"])
 def test_memory_modes_give_the_plain_gradients(text, shape, mode):
     torch.manual_seed(1)
@@ -77,6 +89,9 @@ def test_invertible_chains_span_the_levels_and_name_fallbacks():
     lines = fallbacks(bn.node_items())
     assert any("batch_norm" in ln and "keeps" in ln for ln in lines)
     assert any("planar" in ln and "checkpointed" in ln for ln in lines)
+    # a net with dropout cannot be rebuilt by the inverse (a new mask): checkpointed, said
+    lines = fallbacks(build_flow(load_spec(DROPOUT)).node_items())
+    assert any("coupling" in ln and "dropout" in ln for ln in lines), lines
 
 
 def test_invertible_keeps_no_activations_inside_a_chain():
