@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from flowspec.data.base import DataSource, DataSplit
+from flowspec.data.lazy import is_lazy
 
 #: the keys of a spec's ``data`` section that configure splitting, with their defaults
 SPLIT_SCHEMA: dict[str, Any] = {
@@ -53,8 +54,10 @@ def check_not_empty(n: int, n_train: int, n_val: int, fraction: float) -> None:
 
 
 def take(split: DataSplit, idx: torch.Tensor) -> DataSplit:
-    """The examples ``idx`` of every tensor field of ``split``."""
-    fields = {k: (v[idx] if torch.is_tensor(v) else v) for k, v in vars(split).items()}
+    """The examples ``idx`` of every tensor field of ``split`` (rows read on demand stay
+    unread: their index is narrowed, see :mod:`flowspec.data.lazy`)."""
+    fields = {k: (v[idx] if torch.is_tensor(v) else v.take_rows(idx) if is_lazy(v) else v)
+              for k, v in vars(split).items()}
     return type(split)(**fields)
 
 
