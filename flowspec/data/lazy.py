@@ -258,9 +258,10 @@ class LazyRows:
     def take_rows(self, ranks: torch.Tensor | np.ndarray) -> LazyRows:
         """The rows at positions ``ranks`` (sorted), still unread."""
         r = ranks.cpu().numpy() if torch.is_tensor(ranks) else np.asarray(ranks)
-        rows = self.file_rows(r.astype(np.int64, copy=False))
-        small = rows.size == 0 or int(rows.max()) < 2**31
-        return LazyRows(self.reader, rows.astype(np.int32 if small else np.int64), self.cols)
+        rows = self.file_rows(r)
+        if rows.dtype != np.int32 and (rows.size == 0 or int(rows.max()) < 2**31):
+            rows = rows.astype(np.int32)  # 4 bytes a row: the index of a huge split
+        return LazyRows(self.reader, rows, self.cols)
 
     def chunks(self, rows: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         """``(first position, rows)`` over all rows in order, in chunks of ~CHUNK_BYTES."""

@@ -89,7 +89,10 @@ class StepLoader:
         self.close()
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=None, sampler=_From(step), num_workers=self.workers,
-            prefetch_factor=self.prefetch if self.workers else None)
+            prefetch_factor=self.prefetch if self.workers else None,
+            # its own generator: starting workers must not draw from the global RNG, which
+            # the trainer seeds per step for dequantization noise
+            generator=torch.Generator().manual_seed(step))
         self._it, self._next, self._first = iter(loader), step, step
 
     def get(self, step: int) -> tuple[Any, Any, Any]:
