@@ -174,6 +174,11 @@ def test_lazy_rows_gather_in_any_order(tmp_path):
     assert torch.equal(rows[idx], torch.from_numpy(x[idx]))
     sub = rows.take_rows(np.array([5, 7, 900]))
     assert torch.equal(sub[1:], torch.from_numpy(x[[7, 900]]))
+    rest = rows.without(np.array([0, 3, 500, 999])).without(np.array([1, 2]))
+    keep = np.ones(1000, dtype=bool)
+    keep[[0, 3, 500, 999, 2, 4]] = False  # positions 1, 2 of the rest: rows 2 and 4
+    assert len(rest) == 994 and torch.equal(rest[:], torch.from_numpy(x[keep]))
+    assert torch.equal(rest[np.array([993, 0, 497])], torch.from_numpy(x[keep][[993, 0, 497]]))
     picked = LazyRows(rows.reader, None, [2, 0])
     assert torch.equal(picked[4:6], torch.from_numpy(x[4:6][:, [2, 0]]))
 

@@ -18,6 +18,10 @@ pins the resolved path, the column/array names and the file's sha256
 (:func:`pin_spec`), so ``flowspec eval RUN`` later reads the same data from any
 directory -- or refuses, if the file changed. :func:`load_spec_on_file` is
 ``flowspec train SPEC --data FILE``.
+
+A ``.npy``/``.safetensors`` table larger than 1 GiB (or ``stream: true``) is not
+loaded: its rows are read on demand, checked in one cached pass, and trained on in
+a shard-wise order (:mod:`flowspec.data.streamed_table`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from flowspec.data.base import DATASETS, DataSource, DataSplit
 from flowspec.data.cache import cached_digest
 from flowspec.data.columns import SUPPORT_SCHEMA, check_in_support
 from flowspec.data.selection import check_selection
-from flowspec.data.splits import carve_indices, take
+from flowspec.data.splits import split_off
 from flowspec.data.streamed_table import read_streamed, streams
 from flowspec.data.tables import (
     SUFFIXES,
@@ -252,13 +256,12 @@ class FileSource(DataSource):
             test_split = DataSplit(x=test.x, context=test.context)
         else:
             n = table.x.shape[0]
-            train_idx, test_idx = carve_indices(n, float(self.test_fraction), self.seed)
-            if len(test_idx) == 0 or len(train_idx) == 0:
+            full = DataSplit(x=table.x, context=table.context)
+            train, test_split = split_off(full, float(self.test_fraction), self.seed)
+            if len(test_split) == 0 or len(train) == 0:
                 raise data_error(main, f"{n} row(s) cannot be split into train and test "
                                  f"(test_fraction {self.test_fraction})",
                                  hint="add rows, or give a separate test_path")
-            full = DataSplit(x=table.x, context=table.context)
-            train, test_split = take(full, train_idx), take(full, test_idx)
         if self.settings["support"]:
             for split, part in (("train", train), ("test", test_split)):
                 try:

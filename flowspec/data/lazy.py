@@ -28,9 +28,9 @@ import torch
 #: arrays larger than this (bytes) stream when ``stream`` is left to decide
 STREAM_BYTES = 1 << 30
 #: a reader unmaps its file after reading about this many bytes (bounds resident memory)
-RELEASE_BYTES = 64 << 20
+RELEASE_BYTES = 32 << 20
 #: rows per read of a streamed pass (chunks of about this many bytes)
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 16 << 20
 
 _ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
               "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
@@ -194,12 +194,18 @@ class LazyRows:
     is_lazy = True
 
     def __init__(self, reader: ArrayReader, index: np.ndarray | None = None,
-                 cols: list[int] | None = None):
-        self.reader, self.index, self.cols = reader, index, cols
+                 cols: list[int] | None = None, holes: np.ndarray | None = None):
+        assert index is None or holes is None
+        self.reader, self.index, self.cols, self.holes = reader, index, cols, holes
+        # row of rank r = r + (holes at or before it): searchsorted in holes - arange
+        self._adjusted = (None if holes is None else
+                          holes - np.arange(len(holes), dtype=holes.dtype))
 
     # -- what a tensor would say ---------------------------------------------------------
     def __len__(self) -> int:
-        return int(self.reader.shape[0] if self.index is None else len(self.index))
+        if self.index is not None:
+            return int(len(self.index))
+        return int(self.reader.shape[0] - (0 if self.holes is None else len(self.holes)))
 
     @property
     def shape(self) -> torch.Size:
@@ -223,7 +229,11 @@ class LazyRows:
     # -- reading -------------------------------------------------------------------------
     def file_rows(self, ranks: np.ndarray) -> np.ndarray:
         """The file rows of positions ``ranks`` of these rows."""
-        return ranks if self.index is None else self.index[ranks]
+        if self.index is not None:
+            return self.index[ranks]
+        if self.holes is not None:
+            return ranks + np.searchsorted(self._adjusted, ranks, side="right")
+        return ranks
 
     def _select(self, t: torch.Tensor) -> torch.Tensor:
         if t.dim() == 1:
@@ -241,9 +251,11 @@ class LazyRows:
             start, stop, step = key.indices(n)
             if step != 1:
                 return self[np.arange(start, stop, step)]
-            if self.index is None:
+            if self.index is None and self.holes is None:
                 return self._select(self.reader.read(start, max(start, stop)))
-            return self._select(self.reader.gather(self.index[start:stop]))
+            if self.index is not None:
+                return self._select(self.reader.gather(self.index[start:stop]))
+            return self._select(self.reader.gather(self.file_rows(np.arange(start, stop))))
         ranks = key.cpu().numpy() if torch.is_tensor(key) else np.asarray(key)
         if ranks.dtype == bool:
             ranks = np.flatnonzero(ranks)
@@ -258,10 +270,21 @@ class LazyRows:
     def take_rows(self, ranks: torch.Tensor | np.ndarray) -> LazyRows:
         """The rows at positions ``ranks`` (sorted), still unread."""
         r = ranks.cpu().numpy() if torch.is_tensor(ranks) else np.asarray(ranks)
-        rows = self.file_rows(r)
-        if rows.dtype != np.int32 and (rows.size == 0 or int(rows.max()) < 2**31):
-            rows = rows.astype(np.int32)  # 4 bytes a row: the index of a huge split
-        return LazyRows(self.reader, rows, self.cols)
+        return LazyRows(self.reader, _compact(self.file_rows(r)), self.cols)
+
+    def without(self, ranks: torch.Tensor | np.ndarray) -> LazyRows:
+        """All rows but those at positions ``ranks`` (sorted, few): kept as the excluded
+        rows, so the training rest of a huge file costs no index of its own."""
+        r = ranks.cpu().numpy() if torch.is_tensor(ranks) else np.asarray(ranks)
+        if self.index is not None:
+            keep = np.ones(len(self), dtype=bool)
+            keep[r] = False
+            return LazyRows(self.reader, self.index[keep], self.cols)
+        gone = _compact(self.file_rows(r.astype(np.int64)))
+        if self.holes is not None:  # disjoint from gone: one sort in place
+            gone = np.concatenate([self.holes, gone.astype(self.holes.dtype)])
+            gone.sort()
+        return LazyRows(self.reader, None, self.cols, gone)
 
     def chunks(self, rows: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         """``(first position, rows)`` over all rows in order, in chunks of ~CHUNK_BYTES."""
@@ -277,14 +300,22 @@ class LazyRows:
         import hashlib
 
         h = hashlib.sha256()
-        if self.index is not None:
-            h.update(str(self.index.dtype).encode())
-            h.update(memoryview(np.ascontiguousarray(self.index)))
+        for name, part in (("index", self.index), ("holes", self.holes)):
+            if part is not None:
+                h.update(f"{name}:{part.dtype}".encode())
+                h.update(memoryview(np.ascontiguousarray(part)))
         h.update(json.dumps(self.cols).encode())
         return h.hexdigest()[:24]
 
     def __repr__(self) -> str:
         return f"LazyRows({self.reader.path.name}, {list(self.shape)})"
+
+
+def _compact(rows: np.ndarray) -> np.ndarray:
+    """Row numbers in 4 bytes where they fit (the index of a huge split)."""
+    if rows.dtype != np.int32 and (rows.size == 0 or int(rows.max()) < 2**31):
+        return rows.astype(np.int32)
+    return rows
 
 
 def is_lazy(x: Any) -> bool:

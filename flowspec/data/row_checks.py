@@ -2,7 +2,7 @@
 
 An in-memory table is checked with whole-tensor operations (:mod:`flowspec.data.tables`,
 :mod:`flowspec.data.columns`). A streamed one (:mod:`flowspec.data.lazy`) gets the
-same checks from one pass over its rows in chunks of ~32 MiB: the first non-finite
+same checks from one pass over its rows in chunks of ~16 MiB: the first non-finite
 value (at its file row), per-feature minimum and maximum (constant columns, lattice
 offsets) and, with a declared support, the first value outside it. The result is a
 :class:`RowStats`, cached by the file's fingerprint and the rows' index
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from flowspec.data.cache import cached, fingerprint
-from flowspec.data.lazy import LazyRows
+from flowspec.data.lazy import CHUNK_BYTES, LazyRows
 
 #: passes actually run in this process (a cache hit runs none)
 PASSES = {"count": 0}
@@ -58,9 +58,9 @@ def row_stats(rows: LazyRows, support: tuple[list, list] | None = None) -> RowSt
         for j, c in enumerate(cols):
             full[0][c], full[1][c] = support[0][j], support[1][j]
     key = json.dumps([fingerprint(reader.path), getattr(reader, "name", None),
-                      LazyRows(reader, rows.index).digest_key(), full])
+                      LazyRows(reader, rows.index, None, rows.holes).digest_key(), full])
     value = cached("rows", hashlib.sha256(key.encode()).hexdigest()[:32],
-                   lambda: asdict(_pass(LazyRows(reader, rows.index), full)))
+                   lambda: asdict(_pass(LazyRows(reader, rows.index, None, rows.holes), full)))
     stats = RowStats(**value)
     if rows.cols is None or not width:
         return stats
@@ -128,9 +128,9 @@ def _pass(rows: LazyRows, support: tuple[list, list] | None) -> RowStats:
 
 
 def _chunks(rows: LazyRows):
-    """Chunks of ~32 MiB: a whole file's in its own dtype, an index's rows as float32."""
-    if rows.index is None:
-        size = max(1, (32 << 20) // max(1, rows.reader.row_bytes))
+    """Chunks of ~16 MiB: a whole file's in its own dtype, an index's rows as float32."""
+    if rows.index is None and rows.holes is None:
+        size = max(1, CHUNK_BYTES // max(1, rows.reader.row_bytes))
         for start in range(0, len(rows), size):
             yield start, rows.reader.read_raw(start, min(len(rows), start + size))
         return

@@ -560,7 +560,8 @@ def select_features(path: Path, table: Table, features: list[int] | None,
     if not keep:
         raise data_error(path, "no features left after `drop`", hint="keep at least one")
     if is_lazy(x):  # rows read on demand keep their feature selection
-        table.x = type(x)(x.reader, x.index, [x.cols[j] for j in keep] if x.cols else keep)
+        table.x = type(x)(x.reader, x.index, [x.cols[j] for j in keep] if x.cols else keep,
+                          x.holes)
     else:
         table.x = x[:, keep].contiguous()
     if names is not None:
