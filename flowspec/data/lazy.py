@@ -232,7 +232,10 @@ class LazyRows:
         if self.index is not None:
             return self.index[ranks]
         if self.holes is not None:
-            return ranks + np.searchsorted(self._adjusted, ranks, side="right")
+            adj = self._adjusted  # same dtype both sides, or numpy converts all of adj
+            assert adj is not None
+            return ranks + np.searchsorted(adj, ranks.astype(adj.dtype, copy=False),
+                                           side="right")
         return ranks
 
     def _select(self, t: torch.Tensor) -> torch.Tensor:
@@ -260,9 +263,9 @@ class LazyRows:
         if ranks.dtype == bool:
             ranks = np.flatnonzero(ranks)
         ranks = ranks.astype(np.int64, copy=False)
-        rows = self.file_rows(np.where(ranks < 0, ranks + n, ranks))
-        order = np.argsort(rows, kind="stable")
-        got = self.reader.gather(rows[order])
+        ranks = np.where(ranks < 0, ranks + n, ranks)
+        order = np.argsort(ranks, kind="stable")  # file rows grow with ranks: sorted too
+        got = self.reader.gather(self.file_rows(ranks[order]))
         out = torch.empty_like(got)
         out[torch.from_numpy(order)] = got
         return self._select(out)
