@@ -3,11 +3,13 @@ workers keep up with the step.
 
 (a) ``table``: writes a float32 ``[N, 16]`` ``.npy`` of ``--gb`` GB (correlated, skewed
     columns), trains a small MAF with ``standardize`` on it (the file streams: it is above
-    1 GiB) for ``--steps`` steps, twice, each in a fresh process: the first run pays the
+    1 GiB) for ``--steps`` steps, three times, each in a fresh process: the first run pays the
     file's passes (sha256, the per-row checks, the statistics fit), the second finds the
-    checks and the sha256 in the cache (a resume or a second run). Reported: the peak
-    resident memory of the process (VmHWM, torch's own ~0.3 GB included) against the file
-    size, the set-up time before the first step, and the training rate.
+    checks and the sha256 in the cache (a resume or a second run), a third uses a
+    DataLoader worker (``--workers``) instead of gathering in the training process.
+    Reported: the peak resident memory of the process (VmHWM, torch's own ~0.3 GB
+    included) against the file size, the set-up time before the first step, and the
+    training rate.
 (b) ``images``: writes ``--images`` PNGs (real MNIST digits, padded to 32x32 and made RGB)
     into a folder and trains a small RealNVP on it with ``image_folder: {stream: true}``
     and ``data.workers``; reported: loader examples/s against training examples/s and the
@@ -201,8 +203,11 @@ def main() -> None:
             size = path.stat().st_size
             print(f"wrote {path}: {n} rows x 16, {size / 1e9:.2f} GB in "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
-            for label in ("first run (passes)", "second run (cached)"):
-                got = run_child("table", path, args.steps, args.workers, work / "runs", env)
+            for label, workers in (("first run (passes), workers=0", 0),
+                                   ("second run (cached), workers=0", 0),
+                                   (f"third run (cached), workers={args.workers}",
+                                    args.workers)):
+                got = run_child("table", path, args.steps, workers, work / "runs", env)
                 got["file_bytes"] = size
                 results[f"table, {label}"] = got
                 print(label, json.dumps(got), flush=True)

@@ -29,8 +29,10 @@ from flowspec.data.shards import RandomOrder, ShardWindows
 LOADER_SCHEMA: dict[str, Any] = {
     "workers": {"type": ["integer", "null"], "minimum": 0, "default": None,
                 "description": "processes preparing training batches of data read on demand "
-                               "(streamed files, streamed image folders); null: half the "
-                               "CPU cores, 1 to 4; 0: in the training process"},
+                               "(streamed files, streamed image folders); null: 0 for tables "
+                               "(a batch is one gather, cheaper than a worker's queue), half "
+                               "the CPU cores (1 to 4) for image folders; 0: in the training "
+                               "process"},
     "prefetch": {"type": "integer", "minimum": 1, "default": 2,
                  "description": "batches each worker prepares ahead"},
 }
@@ -135,6 +137,8 @@ def step_loader(split: Any, *, batch_size: int, local_batch: int, rank: int, see
     if getattr(split.x, "sampling", "random") == "windows":
         row_bytes = split.x.reader.row_bytes
         order: Any = ShardWindows(n, row_bytes, batch_size, local_batch, rank, seed)
+        if workers is None:  # one sorted gather a batch: a worker's queue costs more
+            workers = 0
     else:
         order = RandomOrder(n, batch_size, local_batch, rank, seed)
     return StepLoader(split, order, workers, prefetch)
