@@ -31,6 +31,7 @@ STREAM_BYTES = 1 << 30
 RELEASE_BYTES = 32 << 20
 #: rows per read of a streamed pass (chunks of about this many bytes)
 CHUNK_BYTES = 16 << 20
+PAGE = mmap.PAGESIZE
 
 _ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
               "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
@@ -66,7 +67,10 @@ class ArrayReader:
     def gather(self, rows: np.ndarray) -> torch.Tensor:
         """Rows ``rows`` (sorted, ascending) as a float32 tensor."""
         out = self._gather(rows)
-        self._count(len(rows) * self.row_bytes)
+        # every row maps its whole page in: count the pages touched, not the rows' bytes
+        first = rows.astype(np.int64) * self.row_bytes // PAGE
+        last = (rows.astype(np.int64) + 1) * self.row_bytes // PAGE
+        self._count(PAGE * int(len(np.unique(first)) + (last != first).sum()))
         return out
 
     def _count(self, nbytes: int) -> None:
