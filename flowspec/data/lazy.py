@@ -120,13 +120,36 @@ class NpyReader(ArrayReader):
         return self._handle
 
     def _raw(self, start: int, stop: int) -> np.ndarray:
-        return np.array(self._array()[start:stop])
+        out = np.array(self._array()[start:stop])
+        self._drop(start, stop)
+        return out
 
     def _read(self, start: int, stop: int) -> torch.Tensor:
-        return torch.from_numpy(np.array(self._array()[start:stop], dtype=np.float32))
+        out = torch.from_numpy(np.array(self._array()[start:stop], dtype=np.float32))
+        self._drop(start, stop)
+        return out
 
     def _gather(self, rows: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.array(self._array()[rows], dtype=np.float32))
+        out = torch.from_numpy(np.array(self._array()[rows], dtype=np.float32))
+        if len(rows):
+            self._drop(int(rows[0]), int(rows[-1]) + 1)
+        return out
+
+    def _drop(self, start: int, stop: int) -> None:
+        """Unmap rows ``start:stop`` from this process right after reading them: a fault
+        maps its neighbours too (fault-around, large folios), so one scattered batch can
+        map hundreds of MiB that would count as resident until unmapped."""
+        a = self._handle
+        mm = getattr(a, "_mmap", None)
+        if not isinstance(mm, mmap.mmap) or not hasattr(mm, "madvise") or self.fortran:
+            return
+        base = int(a.offset) % mmap.ALLOCATIONGRANULARITY  # where the array starts in mm
+        lo = (base + start * self.row_bytes) // PAGE * PAGE
+        hi = min(len(mm), base + stop * self.row_bytes + PAGE)
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, lo, max(0, hi - lo))
+        except (OSError, ValueError):
+            pass
 
     def release(self) -> None:
         super().release()
