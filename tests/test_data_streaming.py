@@ -224,3 +224,27 @@ def test_image_folder_workers_give_the_cached_images_and_the_same_training(tmp_p
     loader.close()
     a, b = results[False][1].flow.state_dict(), results[True][1].flow.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # same batches, same noise: same weights
+
+
+def test_the_lean_carve_is_the_old_split():
+    from flowspec.data.splits import carve_indices, carve_part
+
+    for n, fraction, seed in ((10, 0.2, 0), (1001, 0.1, 3), (50_000, 0.05, 7)):
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        n_val = max(1, round(n * fraction))
+        rest, part = carve_indices(n, fraction, seed)
+        assert torch.equal(rest, perm[n_val:].sort().values)
+        assert torch.equal(part, perm[:n_val].sort().values)
+        assert torch.equal(carve_part(n, fraction, seed, torch.int32).long(), part)
+
+
+def test_stream_true_refuses_what_cannot_stream(tmp_path):
+    from fakedata import write_table as write
+
+    write(tmp_path / "t.csv", _table(50), columns=["a", "b", "c"])
+    with pytest.raises(DataError, match="stream: true reads .npy and .safetensors"):
+        open_dataset(load_spec(_spec(tmp_path / "t.csv", True)).data)[0].load("train")
+    np.save(tmp_path / "img.npy", np.zeros((4, 1, 2, 2), dtype=np.uint8))
+    with pytest.raises(DataError, match="8-bit images are loaded whole"):
+        open_dataset({"dataset": {"file": {"path": str(tmp_path / "img.npy"),
+                                           "stream": True}}})[0].load("train")
