@@ -8,8 +8,10 @@ of the data. Reads gather their rows in file order (sorted, then put back in the
 order asked), so a batch touches each disk page once and front to back.
 
 Mapped pages count in the process's resident memory until they are unmapped, so
-readers drop their mapping every :data:`RELEASE_BYTES` read (:meth:`ArrayReader.release`):
-the page cache keeps them, the process does not.
+the ``.npy`` reader unmaps the rows it has just read (``madvise(MADV_DONTNEED)``: a
+fault maps its neighbours too), and readers drop their whole mapping every
+:data:`RELEASE_BYTES` of pages read (:meth:`ArrayReader.release`): the page cache
+keeps the pages, the process does not.
 """
 
 from __future__ import annotations
@@ -50,8 +52,7 @@ class ArrayReader:
 
     @property
     def row_bytes(self) -> int:
-        item = 2 if self.dtype in ("bfloat16", "float16") else np.dtype(
-            self.dtype if self.dtype != "bool" else "bool").itemsize
+        item = 2 if self.dtype in ("bfloat16", "float16") else np.dtype(self.dtype).itemsize
         return item * int(np.prod(self.shape[1:], dtype=np.int64))
 
     @property

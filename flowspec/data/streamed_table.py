@@ -119,9 +119,7 @@ def read_streamed(path: Path, settings: dict[str, Any], context_path: Path | Non
 def _checked_rows(path: Path, kind: str, name: str | None, what: str) -> LazyRows:
     """The array's rows, read on demand, after the dtype check and the cached value pass."""
     reader = open_reader(path, kind, name)
-    if reader.dtype in ("bfloat16", "float16"):
-        pass  # floats: numbers
-    else:
+    if reader.dtype not in ("bfloat16", "float16"):  # half floats are numbers
         to_float32(np.zeros(0, dtype=reader.dtype), what, path)  # refuses non-numbers
     if reader.shape and reader.shape[0] == 0:
         raise data_error(path, f"{what} has no rows (empty)")
