@@ -23,6 +23,7 @@ for _mod in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_mod.name}")
 
 from flowspec.data.folder import load_image_as  # noqa: E402
+from flowspec.data.loader import LOADER_SCHEMA  # noqa: E402
 from flowspec.data.preprocess import Preprocessing  # noqa: E402
 from flowspec.data.splits import SPLIT_SCHEMA, WithValidation, split_defaults  # noqa: E402
 
@@ -84,10 +85,12 @@ def open_dataset(data_spec: Any, data_dir: str | os.PathLike | None = None, *,
     if not isinstance(data_spec, dict) or data_spec.get("dataset") is None:
         raise SpecError(Problem("data needs a 'dataset'", "data.dataset",
                                 hint="e.g. dataset: mnist (or moons, cifar10, image_folder)"))
-    unknown = sorted(set(data_spec) - {"dataset", "preprocess", *SPLIT_SCHEMA})
+    unknown = sorted(set(data_spec) - {"dataset", "preprocess", *SPLIT_SCHEMA,
+                                         *LOADER_SCHEMA})
     if unknown:
         raise SpecError(Problem(f"unknown key(s) {unknown}", "data",
-                                hint="data takes dataset, preprocess, val_fraction, split_seed"))
+                                hint="data takes dataset, preprocess, val_fraction, split_seed, "
+                                     "workers, prefetch"))
     steps = data_spec.get("preprocess") or []
     if not isinstance(steps, list):
         raise SpecError(Problem("preprocess must be a list of steps", "data.preprocess"))

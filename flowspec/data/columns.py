@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from flowspec.data.lazy import is_lazy
 from flowspec.errors import DataError, Location, Problem
 
 #: a column with at most this many distinct values is "few-valued"
@@ -64,12 +65,19 @@ def check_train_constant(path: Path | str, x: torch.Tensor, names: list[str] | N
     """A feature that is constant (in the rows the density is fitted to) is an error."""
     if x.dim() != 2 or x.shape[0] < 2:
         return
-    same = (x.amax(0) == x.amin(0)).nonzero().flatten().tolist()
+    if is_lazy(x):  # one cached pass over the file (flowspec.data.row_checks)
+        from flowspec.data.row_checks import row_stats
+
+        stats = row_stats(x)
+        same = [j for j, (lo, hi) in enumerate(zip(stats.low, stats.high)) if lo == hi]
+        value = stats.first[same[0]] if same else 0.0
+    else:
+        same = (x.amax(0) == x.amin(0)).nonzero().flatten().tolist()
+        value = float(x[0, same[0]]) if same else 0.0
     if not same:
         return
     label = [names[i] for i in same] if names else [str(i) for i in same]
     what = "column" if names else "feature (0-based index)"
-    value = float(x[0, same[0]])
     fix = ("leave it out (`columns:` lists the columns to keep)" if names else
            f"leave it out (`drop: [{', '.join(label)}]` removes features of an array)")
     raise DataError(Problem(
@@ -155,6 +163,28 @@ def check_in_support(path: Path | str, x: torch.Tensor, names: list[str] | None,
     of the mapped feature is infinite): the first one outside, named."""
     low, high = support_bounds(support, names, x.shape[1])
     labels = column_names(x, names)
+    found = _first_outside(x, low, high)
+    if found is None:
+        return
+    j, i, value, count = found
+    lo, hi = low[j], high[j]
+    side = f"({'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'})"
+    raise DataError(Problem(
+        f"{labels[j]}: row {i} of the {split} split holds {value:g}, outside "
+        f"its declared support {side} ({count} value(s) in all)",
+        loc=Location(str(path)),
+        hint="fix or drop those rows, or widen the support (the bounds are open: a value "
+             "on a bound has infinite density after the map)"))
+
+
+def _first_outside(x: torch.Tensor, low: list, high: list
+                   ) -> tuple[int, int, float, int] | None:
+    """(feature, row, value, count in that feature) of the first value outside its bounds."""
+    if is_lazy(x):  # one cached pass over the file (flowspec.data.row_checks)
+        from flowspec.data.row_checks import row_stats
+
+        found = row_stats(x, (low, high)).outside
+        return tuple(found) if found is not None else None  # type: ignore[return-value]
     for j, (lo, hi) in enumerate(zip(low, high)):
         col = x[:, j].double()
         bad = torch.zeros_like(col, dtype=torch.bool)
@@ -164,10 +194,5 @@ def check_in_support(path: Path | str, x: torch.Tensor, names: list[str] | None,
             bad |= col >= hi
         if bad.any():
             i = int(bad.nonzero()[0])
-            side = f"({'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'})"
-            raise DataError(Problem(
-                f"{labels[j]}: row {i} of the {split} split holds {float(col[i]):g}, outside "
-                f"its declared support {side} ({int(bad.sum())} value(s) in all)",
-                loc=Location(str(path)),
-                hint="fix or drop those rows, or widen the support (the bounds are open: a value "
-                     "on a bound has infinite density after the map)"))
+            return j, i, float(col[i]), int(bad.sum())
+    return None

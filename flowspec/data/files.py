@@ -18,6 +18,10 @@ pins the resolved path, the column/array names and the file's sha256
 (:func:`pin_spec`), so ``flowspec eval RUN`` later reads the same data from any
 directory -- or refuses, if the file changed. :func:`load_spec_on_file` is
 ``flowspec train SPEC --data FILE``.
+
+A ``.npy``/``.safetensors`` table larger than 1 GiB (or ``stream: true``) is not
+loaded: its rows are read on demand, checked in one cached pass, and trained on in
+a shard-wise order (:mod:`flowspec.data.streamed_table`).
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from flowspec.data.base import DATASETS, DataSource, DataSplit
+from flowspec.data.cache import cached_digest
 from flowspec.data.columns import SUPPORT_SCHEMA, check_in_support
 from flowspec.data.selection import check_selection
-from flowspec.data.splits import carve_indices, take
+from flowspec.data.splits import split_off
+from flowspec.data.streamed_table import read_streamed, streams
 from flowspec.data.tables import (
     SUFFIXES,
     Table,
@@ -114,6 +120,10 @@ _FILE_PARAMS = dict(
     support=SUPPORT_SCHEMA,
     seed={"type": "integer", "default": 0,
           "description": "seed of the train/test permutation"},
+    stream={"type": ["boolean", "null"], "default": None,
+            "description": ".npy/.safetensors tables: read rows on demand (memory-mapped / "
+                           "sliced) instead of loading the array, checked in one cached pass; "
+                           "null: when the array is larger than 1 GiB"},
     sha256={"type": ["string", "null"], "default": None,
             "description": "expected sha256 of `path` (runs pin it: a changed file is "
                            "refused)"},
@@ -137,7 +147,7 @@ class FileSource(DataSource):
                  test_path: str | None = None, test_fraction: float | None = None,
                  features: list[int] | None = None, drop: list[int | str] | None = None,
                  images: bool | None = None, support: dict | None = None, seed: int = 0,
-                 sha256: str | None = None):
+                 stream: bool | None = None, sha256: str | None = None):
         super().__init__(data_dir)
         if test_path is not None and test_fraction is not None:
             raise DataError("data.dataset.file: give test_fraction or test_path, not both",
@@ -152,7 +162,8 @@ class FileSource(DataSource):
                          "context": context, "context_path": context_path,
                          "test_path": test_path, "test_fraction": test_fraction,
                          "features": features, "drop": drop, "images": images,
-                         "support": support, "seed": seed, "sha256": sha256}
+                         "support": support, "seed": seed, "stream": stream,
+                         "sha256": sha256}
         self.test_fraction = (DEFAULT_TEST_FRACTION if test_fraction is None and test_path
                               is None else test_fraction)
         self.seed = int(seed)
@@ -161,6 +172,8 @@ class FileSource(DataSource):
         self.files: dict[str, tuple[Path, str]] = {}
         self.digests: dict[str, str] = {}
         self.table: Table | None = None
+        #: file -> read on demand (decided once per file)
+        self._streamed: dict[Path, bool] = {}
 
     # Reading is deferred to the first question that needs the data (shape, load).
     @property
@@ -187,10 +200,29 @@ class FileSource(DataSource):
                                                  f"data.dataset.file.{role}")
         return self.files[role][0]
 
+    def _streams(self, path: Path) -> bool:
+        """Whether ``path`` is read on demand (:mod:`flowspec.data.streamed_table`)."""
+        if path not in self._streamed:
+            try:
+                self._streamed[path] = streams(path, self.settings)
+            except DataError:
+                if self.settings.get("stream"):
+                    raise
+                self._streamed[path] = False  # the reader below says what is wrong
+        return self._streamed[path]
+
+    def _digest(self, path: Path) -> str:
+        """sha256 of the file; a streamed one's is read once per file (data/cache.py)."""
+        return cached_digest(path) if self._streams(path) else file_digest(path)
+
     def _read(self, path: Path, context_path: Path | None) -> Table:
         s = self.settings
-        table = read_table(path, columns=s["columns"], array=s["array"], context=s["context"],
-                           context_path=context_path, images=s["images"])
+        if self._streams(path):
+            table = read_streamed(path, s, context_path)
+        else:
+            table = read_table(path, columns=s["columns"], array=s["array"],
+                               context=s["context"], context_path=context_path,
+                               images=s["images"])
         return select_features(path, table, s["features"], s["drop"])
 
     def _load_all(self) -> dict[str, DataSplit]:
@@ -198,7 +230,7 @@ class FileSource(DataSource):
             return self._splits
         main = self._resolve("path")
         assert main is not None
-        digest = file_digest(main)
+        digest = self._digest(main)
         self.digests["path"] = digest
         expected = self.settings["sha256"]
         if expected and digest != expected.lower():
@@ -217,20 +249,19 @@ class FileSource(DataSource):
         self.table = table
         test_path = self._resolve("test_path")
         if test_path is not None:
-            self.digests["test_path"] = file_digest(test_path)
+            self.digests["test_path"] = self._digest(test_path)
             test = self._read(test_path, None)
             self._check_same(main, table, test_path, test)
             train = DataSplit(x=table.x, context=table.context)
             test_split = DataSplit(x=test.x, context=test.context)
         else:
             n = table.x.shape[0]
-            train_idx, test_idx = carve_indices(n, float(self.test_fraction), self.seed)
-            if len(test_idx) == 0 or len(train_idx) == 0:
+            full = DataSplit(x=table.x, context=table.context)
+            train, test_split = split_off(full, float(self.test_fraction), self.seed)
+            if len(test_split) == 0 or len(train) == 0:
                 raise data_error(main, f"{n} row(s) cannot be split into train and test "
                                  f"(test_fraction {self.test_fraction})",
                                  hint="add rows, or give a separate test_path")
-            full = DataSplit(x=table.x, context=table.context)
-            train, test_split = take(full, train_idx), take(full, test_idx)
         if self.settings["support"]:
             for split, part in (("train", train), ("test", test_split)):
                 try:
@@ -294,6 +325,8 @@ class FileSource(DataSource):
             "context": t.context_columns or t.context_array,
             "context_shape": list(t.context.shape[1:]) if t.context is not None else None,
         }
+        if any(self._streamed.values()):
+            out["streamed"] = True
         if self.settings["test_path"] is None:
             out["test_split"] = {"fraction": self.test_fraction, "seed": self.seed}
         return out

@@ -12,6 +12,11 @@ the second load is a memory map, not 200k JPEG decodes.
 * split: CelebA's ``list_eval_partition.txt`` (0 train, 2 test; 1 = validation is
   not used), or a test fraction of a fixed seeded permutation.
 
+A folder whose decoded images would take more than 1 GiB (or ``stream: true``) is
+not decoded up front: its splits hold :class:`~flowspec.data.image_rows.ImageRows`,
+decoded per batch by ``data.workers`` DataLoader processes, in the same order and
+to the same pixels as the cache.
+
 Both lists are found automatically in the folder or its parent (CelebA's layout:
 ``celeba/list_attr_celeba.txt`` beside ``celeba/img_align_celeba/``).
 """
@@ -29,6 +34,9 @@ import numpy as np
 import torch
 
 from flowspec.data.base import DATASETS, DataSource, DataSplit
+from flowspec.data.cache import user_cache_dir
+from flowspec.data.image_rows import ImageRows
+from flowspec.data.lazy import STREAM_BYTES, is_lazy
 from flowspec.errors import DataError
 from flowspec.registry import params_schema
 
@@ -118,14 +126,6 @@ def read_partition(path: Path) -> dict[str, int]:
     return out
 
 
-def _user_cache_dir() -> Path:
-    env = os.environ.get("FLOWSPEC_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "flowspec"
-
-
 @DATASETS.register(
     "image_folder",
     schema=params_schema(
@@ -147,6 +147,10 @@ def _user_cache_dir() -> Path:
                               "in the folder or its parent if any, else 0.1"},
         limit={"type": ["integer", "null"], "minimum": 1, "default": None,
                "description": "keep only the first N examples of each split (quick runs)"},
+        stream={"type": ["boolean", "null"], "default": None,
+                "description": "decode images per batch in DataLoader workers (data.workers) "
+                               "instead of all up front into the cache; null: when the decoded "
+                               "images would take more than 1 GiB"},
     ),
     category="image",
     examples=[{"params": {"path": "celeba", "size": 64, "crop_size": 148}}],
@@ -160,13 +164,14 @@ class ImageFolder(DataSource):
     def __init__(self, data_dir: Path | None = None, *, path: str, size: int = 64,
                  crop: str = "center", crop_size: int | None = None, channels: int = 3,
                  attributes: str | None = None, split: float | str | None = None,
-                 limit: int | None = None):
+                 limit: int | None = None, stream: bool | None = None):
         super().__init__(data_dir)
         self.root = self._resolve(path)
         self.size, self.crop, self.crop_size = int(size), crop, crop_size
         self.channels = int(channels)
         self.shape = (self.channels, self.size, self.size)
         self.limit = limit
+        self.stream = stream
         if isinstance(split, (int, float)) and not isinstance(split, bool) \
                 and not 0.0 < split < 1.0:
             raise DataError(f"image_folder split {split} must be a test fraction in (0, 1)")
@@ -246,7 +251,7 @@ class ImageFolder(DataSource):
 
     def cache_paths(self) -> list[Path]:
         name = f"{self.cache_key()}.safetensors"
-        return [self.root / CACHE_DIR / name, _user_cache_dir() / "image_folder" / name]
+        return [self.root / CACHE_DIR / name, user_cache_dir() / "image_folder" / name]
 
     def _decode_all(self) -> torch.Tensor:
         files = self.files()
@@ -335,8 +340,21 @@ class ImageFolder(DataSource):
             flags.append(rows[name])
         return torch.tensor(flags, dtype=torch.bool).reshape(len(flags), len(names))
 
+    def streams(self) -> bool:
+        """Decode per batch (:mod:`flowspec.data.image_rows`) rather than up front: when
+        asked, or (``stream: null``) when the decoded images would exceed 1 GiB."""
+        if self.stream is not None:
+            return bool(self.stream)
+        return len(self.files()) * self.channels * self.size ** 2 > STREAM_BYTES
+
     def load(self, split: str) -> DataSplit:
         self.check_split(split)
+        if self._all is None and self.streams():
+            rows = ImageRows(self.root, self.files(), self.channels, self.size, self.crop,
+                             self.crop_size)
+            self._all = DataSplit(x=rows, y=self._labels(),  # type: ignore[arg-type]
+                                  attrs=self._attributes())
+            self._splits = self._split_indices()
         if self._all is None:
             self._all = DataSplit(x=self.images(), y=self._labels(), attrs=self._attributes())
             self._splits = self._split_indices()
@@ -347,6 +365,7 @@ class ImageFolder(DataSource):
             raise DataError(f"image folder {self.root}: the {split} split is empty",
                             hint="add images, or set split to a test fraction")
         a = self._all
-        return DataSplit(x=a.x[idx], y=a.y[idx] if a.y is not None else None,
+        return DataSplit(x=a.x.take_rows(idx) if is_lazy(a.x) else a.x[idx],
+                         y=a.y[idx] if a.y is not None else None,
                          attrs=a.attrs[idx] if a.attrs is not None else None)
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from flowspec.data.base import DataSource, DataSplit
+from flowspec.data.lazy import is_lazy
 
 #: the keys of a spec's ``data`` section that configure splitting, with their defaults
 SPLIT_SCHEMA: dict[str, Any] = {
@@ -30,14 +31,50 @@ def split_defaults() -> dict[str, Any]:
     return {k: v["default"] for k, v in SPLIT_SCHEMA.items()}
 
 
-def carve_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(train_idx, val_idx)`` of a seeded permutation of ``range(n)``; both sorted, so the
-    remaining training examples keep their order."""
+def carve_part(n: int, fraction: float, seed: int, dtype: torch.dtype = torch.int64
+               ) -> torch.Tensor:
+    """The sorted positions a seeded permutation of ``range(n)`` carves off (``fraction`` of
+    them). ``dtype=torch.int32`` gives the same positions (randperm draws the same
+    permutation in any integer dtype) at half the bytes, for huge splits read on demand."""
     n_val = int(round(n * fraction))
     if fraction > 0 and n_val == 0 and n > 1:
         n_val = 1
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[n_val:].sort().values, perm[:n_val].sort().values
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    return perm[:n_val].sort().values
+
+
+def carve_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train_idx, val_idx)`` of a seeded permutation of ``range(n)``; both sorted, so the
+    remaining training examples keep their order."""
+    val = carve_part(n, fraction, seed)
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[val] = False
+    return keep.nonzero().flatten(), val
+
+
+def split_off(split: DataSplit, fraction: float, seed: int) -> tuple[DataSplit, DataSplit]:
+    """``(rest, part)`` of ``split`` as :func:`carve_indices` divides it. Rows read on demand
+    never get an index of the rest: it is kept as "all but the part" (see
+    :meth:`flowspec.data.lazy.LazyRows.without`), so carving a huge file costs 4 bytes a
+    row for a moment, not 24."""
+    n = len(split)
+    if not is_lazy(split.x):
+        rest_idx, part_idx = carve_indices(n, fraction, seed)
+        return take(split, rest_idx), take(split, part_idx)
+    part_idx = carve_part(n, fraction, seed, torch.int32 if n < 2**31 else torch.int64)
+    keep = None
+    fields = {}
+    for k, v in vars(split).items():
+        if is_lazy(v):
+            fields[k] = v.without(part_idx)
+        elif torch.is_tensor(v):
+            if keep is None:
+                keep = torch.ones(n, dtype=torch.bool)
+                keep[part_idx.long()] = False
+            fields[k] = v[keep]
+        else:
+            fields[k] = v
+    return type(split)(**fields), take(split, part_idx)
 
 
 def check_not_empty(n: int, n_train: int, n_val: int, fraction: float) -> None:
@@ -53,8 +90,10 @@ def check_not_empty(n: int, n_train: int, n_val: int, fraction: float) -> None:
 
 
 def take(split: DataSplit, idx: torch.Tensor) -> DataSplit:
-    """The examples ``idx`` of every tensor field of ``split``."""
-    fields = {k: (v[idx] if torch.is_tensor(v) else v) for k, v in vars(split).items()}
+    """The examples ``idx`` of every tensor field of ``split`` (rows read on demand stay
+    unread: their index is narrowed, see :mod:`flowspec.data.lazy`)."""
+    fields = {k: (v[idx] if torch.is_tensor(v) else v.take_rows(idx) if is_lazy(v) else v)
+              for k, v in vars(split).items()}
     return type(split)(**fields)
 
 
@@ -88,7 +127,7 @@ class WithValidation:
             return self.source.load("train")
         if self._parts is None:
             full = self.source.load("train")
-            train_idx, val_idx = carve_indices(len(full), self.fraction, self.seed)
-            check_not_empty(len(full), len(train_idx), len(val_idx), self.fraction)
-            self._parts = take(full, train_idx), take(full, val_idx)
+            train, val = split_off(full, self.fraction, self.seed)
+            check_not_empty(len(full), len(train), len(val), self.fraction)
+            self._parts = train, val
         return self._parts[0] if split == "train" else self._parts[1]

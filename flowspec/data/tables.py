@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from flowspec.data.lazy import is_lazy
 from flowspec.errors import DataError, Location, Problem
 from flowspec.registry import did_you_mean
 
@@ -61,12 +62,21 @@ def file_digest(path: Path) -> str:
 
 
 # -- values --------------------------------------------------------------------------------
-def _first_bad(a: np.ndarray) -> tuple[tuple[int, ...], float]:
+def first_bad(a: np.ndarray) -> tuple[tuple[int, ...], float]:
     bad = ~np.isfinite(a)
     if a.dtype.itemsize > 4:
         bad |= np.abs(np.where(bad, 0, a)) > _F32_MAX
     idx = tuple(int(i) for i in np.argwhere(bad)[0])
     return idx, float(a[idx])
+
+
+def bad_value_error(path: Path | str, what: str, idx: tuple[int, ...], value: float
+                    ) -> DataError:
+    """The first NaN/inf (or beyond float32) value, at its index and row."""
+    kind = "beyond float32's range" if math.isfinite(value) else "not finite"
+    return data_error(path, f"{what}: the value at index {list(idx)} (0-based; row "
+                      f"{idx[0]}) is {value:g} ({kind})",
+                      hint="drop or fix rows with NaN/inf; a density cannot be fitted to them")
 
 
 def to_float32(a: Any, what: str, path: Path | str) -> torch.Tensor:
@@ -92,12 +102,7 @@ def to_float32(a: Any, what: str, path: Path | str) -> torch.Tensor:
         finite = np.isfinite(a).all() and (a.dtype.itemsize <= 4 or a.size == 0
                                            or float(np.abs(a).max()) <= _F32_MAX)
         if not finite:
-            idx, value = _first_bad(a)
-            kind = "beyond float32's range" if math.isfinite(value) else "not finite"
-            raise data_error(path, f"{what}: the value at index {list(idx)} (0-based; row "
-                             f"{idx[0]}) is {value:g} ({kind})",
-                             hint="drop or fix rows with NaN/inf; a density cannot be fitted to "
-                                  "them")
+            raise bad_value_error(path, what, *first_bad(a))
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
 
@@ -554,7 +559,11 @@ def select_features(path: Path, table: Table, features: list[int] | None,
             keep.remove(j)
     if not keep:
         raise data_error(path, "no features left after `drop`", hint="keep at least one")
-    table.x = x[:, keep].contiguous()
+    if is_lazy(x):  # rows read on demand keep their feature selection
+        table.x = type(x)(x.reader, x.index, [x.cols[j] for j in keep] if x.cols else keep,
+                          x.holes)
+    else:
+        table.x = x[:, keep].contiguous()
     if names is not None:
         table.columns = [names[j] for j in keep]
     return table

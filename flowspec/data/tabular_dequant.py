@@ -19,6 +19,7 @@ from flowspec.data.columns import (
     discrete_warnings,
     profile_columns,
 )
+from flowspec.data.lazy import is_lazy
 from flowspec.errors import DataError
 
 
@@ -61,11 +62,13 @@ def _width(j: int, p: ColumnProfile, cfg: Any, x: torch.Tensor, path: str) -> fl
                             hint="uniform dequantization needs one bin width: give "
                                  "equally spaced levels, or `bin_width:`")
         known = torch.tensor(lv, dtype=torch.float64)
-        col = x[:, j].double()
-        off = ~(torch.isclose(col[:, None], known[None, :], atol=1e-6).any(1))
-        if off.any():
-            raise DataError(f"{path}: column '{p.name}' holds {float(col[off][0]):g}, which is "
-                            f"not one of its declared levels {lv}")
+        parts = x.chunks() if is_lazy(x) else [(0, x)]
+        for _, part in parts:  # a streamed table: chunk by chunk
+            col = part[:, j].double()
+            off = ~(torch.isclose(col[:, None], known[None, :], atol=1e-6).any(1))
+            if off.any():
+                raise DataError(f"{path}: column '{p.name}' holds {float(col[off][0]):g}, "
+                                f"which is not one of its declared levels {lv}")
         return gaps[0]
     bw = cfg.bin_width
     if isinstance(bw, dict):
@@ -84,7 +87,13 @@ def _width(j: int, p: ColumnProfile, cfg: Any, x: torch.Tensor, path: str) -> fl
 def lattice_offsets(x: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
     """Per feature, a value of the training data on its lattice (the smallest), so that
     samples can be put back on the lattice: ``off + floor((y - off) / w) * w``."""
-    return torch.where(widths > 0, x.amin(0).to(widths.dtype), torch.zeros_like(widths))
+    if is_lazy(x):  # the cached pass's minimum (flowspec.data.row_checks)
+        from flowspec.data.row_checks import row_stats
+
+        low = torch.tensor(row_stats(x).low, dtype=widths.dtype)
+    else:
+        low = x.amin(0).to(widths.dtype)
+    return torch.where(widths > 0, low, torch.zeros_like(widths))
 
 
 def table_dequantization(source: Any, cfg: Any | None, path: str = "data.preprocess"

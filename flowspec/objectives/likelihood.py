@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from flowspec.data.lazy import is_lazy
 from flowspec.errors import DataError
 from flowspec.objectives.base import OBJECTIVES, Metric, Objective, local_batch, reference_device
 from flowspec.objectives.nll import batch_context, check_context, evaluate_nll
@@ -87,8 +88,12 @@ class MaximumLikelihood(Objective):
                 hint=getattr(self.source, "shape_hint", None)
                 or "set model.input to the data's shape (or add a pad/reshape step)")
         check_context(flow, self.train_split)
+        #: rows read on demand: batches built ahead by DataLoader workers (data/loader.py)
+        self.lazy, self.loader = is_lazy(x), None
+        self.loader_options = {"workers": spec.data.get("workers"),
+                               "prefetch": spec.data.get("prefetch", 2)}
         # Small datasets live on the device: no loader, no copies per step.
-        if x.numel() * x.element_size() < 2 * 1024**3:
+        if not self.lazy and x.numel() * x.element_size() < 2 * 1024**3:
             for key in ("x", "y", "context"):
                 t = getattr(self.train_split, key)
                 if t is not None:
@@ -108,6 +113,9 @@ class MaximumLikelihood(Objective):
             self.batch_size = capped
             self.local_batch = local_batch(capped, self.world)
         self.steps_per_epoch = n // self.batch_size
+        if not self.lazy and spec.data.get("workers"):
+            self.setup_notes.append("data.workers prepares batches of data read on demand; "
+                                    "this dataset is in memory, so it is not used")
         self._perm_epoch, self._perm = -1, None
         self.num_dims = flow.num_dims
         #: σ of the Gaussian noise on training batches (0: none)
@@ -139,11 +147,26 @@ class MaximumLikelihood(Objective):
         (dequantization noise from the global RNG, seeded by the trainer per step). An
         objective on the same data (e.g. flow matching) subclasses this one and reuses it."""
         split = self.train_split
-        idx = self._indices(step, seed).to(split.x.device)
-        xb = split.x[idx].to(self.device, non_blocking=True)
-        yb = split.y[idx].to(self.device) if split.y is not None else None
-        cb = split.context[idx].to(self.device) if split.context is not None else None
+        if self.lazy:
+            xb, yb, cb = self._loader(seed).get(step)
+        else:
+            idx = self._indices(step, seed).to(split.x.device)
+            xb, yb = split.x[idx], split.y[idx] if split.y is not None else None
+            cb = split.context[idx] if split.context is not None else None
+        xb = xb.to(self.device, non_blocking=True)
+        yb = yb.to(self.device) if yb is not None else None
+        cb = cb.to(self.device) if cb is not None else None
         return self.prep(xb), batch_context(flow, yb, cb)
+
+    def _loader(self, seed: int):
+        """The loader of a split read on demand, for this run's seed."""
+        from flowspec.data.loader import step_loader
+
+        if self.loader is None or self.loader.seed != seed:
+            self.loader = step_loader(self.train_split, batch_size=self.batch_size,
+                                      local_batch=self.local_batch, rank=self.rank, seed=seed,
+                                      **self.loader_options)
+        return self.loader
 
     def loss(self, flow: Any, step: int, seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
         x, context = self.batch(flow, step, seed)
@@ -157,7 +180,8 @@ class MaximumLikelihood(Objective):
         seeded), for fitting data-dependent statistics (:mod:`flowspec.data_statistics`)."""
         split = self.train_split
         per_example = max(1, split.x[0].numel())
-        size = max(self.batch_size, (1 << 24) // per_example)
+        # rows read from disk: chunks of 4 MiB, not 64 (resident memory stays small)
+        size = max(self.batch_size, (1 << (20 if self.lazy else 24)) // per_example)
 
         def gen():
             noise = torch.Generator(device=self.device).manual_seed(0)
@@ -214,13 +238,16 @@ class MaximumLikelihood(Objective):
         return notes
 
     def train_metrics(self, row: dict[str, Any], flow: Flow) -> dict[str, Any]:
-        """``bits_per_dim`` of the training NLL, for discrete data."""
+        """``bits_per_dim`` of the training NLL, for discrete data; the loader's throughput
+        (``loader_examples_per_s``, ``data_wait``) for data read on demand."""
+        out = self.loader.stats() if self.loader is not None else {}
         n_bits = getattr(self.prep, "n_bits", None)
         if "nll_nats" not in row or not n_bits:
-            return {}
+            return out
         from flowspec.metrics import bits_per_dim
 
-        return {"bits_per_dim": float(bits_per_dim(row["nll_nats"], flow.num_dims, n_bits))}
+        out["bits_per_dim"] = float(bits_per_dim(row["nll_nats"], flow.num_dims, n_bits))
+        return out
 
     def evaluate(self, flow: Flow, split: str = "test", max_batches: int | None = None) -> dict:
         return evaluate_nll(flow, self.split(split), self.prep,

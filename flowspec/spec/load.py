@@ -119,6 +119,7 @@ def _check_quick_paths(doc: LDict, problems: Problems) -> None:
 
 
 def _data(raw: Any, loc: Location | None, validator: Validator, problems: Problems) -> dict:
+    from flowspec.data.loader import LOADER_SCHEMA
     from flowspec.data.splits import SPLIT_SCHEMA, split_defaults
 
     regs = S.registries()
@@ -131,9 +132,9 @@ def _data(raw: Any, loc: Location | None, validator: Validator, problems: Proble
         return out
     validator.check(raw, {"type": "object", "additionalProperties": False,
                           "properties": {"dataset": {}, "preprocess": {"type": "array"},
-                                         **SPLIT_SCHEMA}},
+                                         **SPLIT_SCHEMA, **LOADER_SCHEMA}},
                     "data", loc)
-    for key in SPLIT_SCHEMA:
+    for key in (*SPLIT_SCHEMA, *LOADER_SCHEMA):  # loader keys only when given
         if key in raw:
             out[key] = plain(raw[key])
     dataset = raw.get("dataset")

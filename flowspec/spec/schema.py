@@ -294,6 +294,7 @@ def spec_schema() -> Schema:
     for kind, reg in regs.items():
         definitions[kind] = named_schema(reg, True)
     definitions.update(_model_definitions(regs))
+    from flowspec.data.loader import LOADER_SCHEMA
     from flowspec.data.splits import SPLIT_SCHEMA
 
     data = {
@@ -304,6 +305,7 @@ def spec_schema() -> Schema:
             "preprocess": {"type": "array", "items": ref("preprocess"),
                            "description": "density-changing preprocessing, in order"},
             **copy.deepcopy(SPLIT_SCHEMA),
+            **copy.deepcopy(LOADER_SCHEMA),
         },
     }
     return {

@@ -47,6 +47,7 @@ from flowspec.train.callbacks import (
     StatusFile,
     TrainingDiverged,
 )
+from flowspec.train.loader_watch import LoaderWatch
 from flowspec.train.optim import EMA, build_optimizer, build_scheduler, set_base_lr
 from flowspec.train.precision import Precision, resolve_precision
 from flowspec.train.report import PlainReporter, Reporter, SilentReporter
@@ -151,7 +152,7 @@ class Trainer:
         self.stop = GracefulStop()
         self.callbacks: list[Callback] = [
             *callbacks, self.sinks, self.evaluation, self.checkpoints, self.status, Drawing(),
-            NaNWatchdog(), self.stop]
+            NaNWatchdog(), LoaderWatch(), self.stop]
 
     # -- set-up ------------------------------------------------------------------------
     def _train_view(self) -> distributed.TrainView:

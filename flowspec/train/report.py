@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 #: metrics of every run, shown around the objective's own (see :func:`summary_order`)
-HEAD, TAIL = ["loss"], ["lr", "grad_norm", "examples_per_s"]
+HEAD, TAIL = ["loss"], ["lr", "grad_norm", "examples_per_s", "loader_examples_per_s",
+                        "data_wait"]
 
 
 def summary_order() -> list[str]:
