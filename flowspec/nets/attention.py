@@ -13,6 +13,14 @@ from flowspec.nets.base import NETS, context_as_channels, context_channel_count
 from flowspec.registry import params_schema
 
 
+def _small(layer: nn.Module, scale: float = 0.1) -> nn.Module:
+    """``layer`` with its initial weights scaled down (Flow++'s ``init_scale=0.1`` on the
+    gates): every residual block starts close to the identity."""
+    with torch.no_grad():
+        layer.weight.mul_(scale)
+    return layer
+
+
 def concat_elu(x: torch.Tensor) -> torch.Tensor:
     """``elu([x, -x])`` over channels: keeps both signs' information (PixelCNN++, Flow++)."""
     return F.elu(torch.cat([x, -x], 1))
@@ -37,7 +45,7 @@ class _GatedConv(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(2 * width, width, 3, padding=1)
         self.drop = nn.Dropout(dropout)
-        self.gate = nn.Conv2d(2 * width, 2 * width, 1)
+        self.gate = _small(nn.Conv2d(2 * width, 2 * width, 1))
         self.norm = _ChannelNorm(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,7 +62,7 @@ class _GatedAttention(nn.Module):
         self.heads = heads
         self.qkv = nn.Linear(width, 3 * width)
         self.drop = nn.Dropout(dropout)
-        self.gate = nn.Linear(width, 2 * width)
+        self.gate = _small(nn.Linear(width, 2 * width))
         self.norm = _ChannelNorm(width)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
