@@ -260,3 +260,45 @@ def test_auto_logdet_trains_with_the_cheap_estimator_on_large_dims(monkeypatch):
     node.eval()
     node(torch.randn(2, 20, dtype=torch.float64))
     assert seen == [node.exact_terms, node.eval_exact_terms]
+
+
+CNF_RUN_SPEC = """\
+flowspec: 1
+name: cnf_stats
+data: {dataset: {moons: {n_train: 256, n_test: 128}}}
+model:
+  input: [2]
+  flow:
+    - cnf: {net: {time_mlp: {hidden: [8]}}, rtol: 1.0e-3, atol: 1.0e-3, kinetic: 0.1,
+            jacobian_norm: 0.1}
+train:
+  batch_size: 64
+  steps: 4
+  log_every: 2
+  eval_every: 1
+  eval_batches: 1
+  sample_every: 0
+"""
+
+
+def test_cnf_runs_log_function_evaluations_and_rnode_integrals(tmp_path, capsys):
+    import json
+
+    from flowspec.train import train
+
+    result = train(CNF_RUN_SPEC, out=tmp_path, data_dir=tmp_path)
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").open()]
+    trained = [r for r in rows if r["split"] == "train"]
+    evaluated = [r for r in rows if r["split"] != "train"]
+    assert trained and evaluated
+    for row in trained:  # the training solve: NFE and the unweighted RNODE integrals
+        assert row["nfe"] >= 8 and row["rnode_kinetic"] > 0 and row["rnode_jacobian"] > 0
+    for row in evaluated:  # evaluation integrates no regulariser
+        assert row["nfe"] >= 8 and "rnode_kinetic" not in row
+    assert " nfe=" in capsys.readouterr().out  # the log line shows it
+    flow = result.flow
+    (cnf,) = [node for _, node in flow.node_items() if hasattr(node, "nfe")]
+    from flowspec.objectives.likelihood import MaximumLikelihood
+
+    out = MaximumLikelihood.evaluate_trained(flow, flow.spec, data_dir=tmp_path)
+    assert out["nfe"] == cnf.nfe > 0  # `flowspec eval` prints it (one batch here)
