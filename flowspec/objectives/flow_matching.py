@@ -133,13 +133,13 @@ class FlowMatching(MaximumLikelihood):
         return items[-1][1], pre, prior
 
     def path_times(self, n: int, like: torch.Tensor) -> torch.Tensor:
-        """``n`` path times ``s ∈ [0, 1)`` with density ``(1 + α)(1 - s)^α`` (uniform at
-        α = 0): ``s = 1 - (1 - u)^(1/(1+α))``, ``u ~ U[0, 1)``. Every density with full
+        """``n`` path times with density ``(1 + α)(1 - s)^α``: ``s = 1 - u^(1/(1+α))`` in
+        ``(0, 1]`` for ``u ~ U[0, 1)`` (``s = u`` at α = 0). Every density with full
         support has the same minimiser (the regression is pointwise in s); α moves the
         net's effort toward the data end, where the field must resolve the data's finest
         structure."""
         u = torch.rand(n, device=like.device, dtype=like.dtype)
-        return 1 - (1 - u).pow(1 / (1 + self.alpha)) if self.alpha else u
+        return 1 - u.pow(1 / (1 + self.alpha)) if self.alpha else u
 
     def loss(self, flow: Any, step: int, seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
         x, context = self.batch(flow, step, seed)
