@@ -260,3 +260,68 @@ def test_auto_logdet_trains_with_the_cheap_estimator_on_large_dims(monkeypatch):
     node.eval()
     node(torch.randn(2, 20, dtype=torch.float64))
     assert seen == [node.exact_terms, node.eval_exact_terms]
+
+
+CNF_RUN_SPEC = """\
+flowspec: 1
+name: cnf_stats
+data: {dataset: {moons: {n_train: 256, n_test: 128}}}
+model:
+  input: [2]
+  flow:
+    - cnf: {net: {time_mlp: {hidden: [8]}}, rtol: 1.0e-3, atol: 1.0e-3, kinetic: 0.1,
+            jacobian_norm: 0.1}
+train:
+  batch_size: 64
+  steps: 4
+  log_every: 2
+  eval_every: 1
+  eval_batches: 1
+  sample_every: 0
+"""
+
+
+def test_cnf_runs_log_function_evaluations_and_rnode_integrals(tmp_path, capsys):
+    import json
+
+    from flowspec.train import train
+
+    result = train(CNF_RUN_SPEC, out=tmp_path, data_dir=tmp_path)
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").open()]
+    trained = [r for r in rows if r["split"] == "train"]
+    evaluated = [r for r in rows if r["split"] != "train"]
+    assert trained and evaluated
+    for row in trained:  # the training solve: NFE and the unweighted RNODE integrals
+        assert row["nfe"] >= 8 and row["rnode_kinetic"] > 0 and row["rnode_jacobian"] > 0
+    for row in evaluated:  # evaluation integrates no regulariser
+        assert row["nfe"] >= 8 and "rnode_kinetic" not in row
+    assert " nfe=" in capsys.readouterr().out  # the log line shows it
+    flow = result.flow
+    (cnf,) = [node for _, node in flow.node_items() if hasattr(node, "nfe")]
+    from flowspec.objectives.likelihood import MaximumLikelihood
+
+    out = MaximumLikelihood.evaluate_trained(flow, flow.spec, data_dir=tmp_path)
+    assert out["nfe"] == cnf.nfe > 0  # `flowspec eval` prints it (one batch here)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 4.0])
+def test_flow_matching_path_times_follow_the_power_law_prior(tmp_path, alpha):
+    """s has density (1 + α)(1 - s)^α: mean 1/(2 + α), P(s < 0.1) = 1 - 0.9^(1+α)."""
+    _, objective = _fm_objective(tmp_path, "    - cnf: {net: {time_mlp: {hidden: [8]}}}")
+    objective.alpha = alpha
+    torch.manual_seed(0)
+    s = objective.path_times(200_000, torch.zeros(1, dtype=torch.float64))
+    assert 0 <= float(s.min()) and float(s.max()) <= 1
+    assert float(s.mean()) == pytest.approx(1 / (2 + alpha), abs=3e-3)
+    assert float((s < 0.1).double().mean()) == pytest.approx(1 - 0.9 ** (1 + alpha), abs=4e-3)
+
+
+def test_time_features_feed_sin_cos_of_t():
+    from flowspec.nets.time import time_features
+
+    t = torch.tensor([[0.0], [0.25]], dtype=torch.float64)
+    f = time_features(t, 2)
+    expected = torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0],
+                             [0.25, 2 ** -0.5, 1.0, 2 ** -0.5, 0.0]], dtype=torch.float64)
+    assert torch.allclose(f, expected, atol=1e-12)
+    assert time_features(t, 0) is t

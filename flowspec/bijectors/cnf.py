@@ -20,7 +20,10 @@ node's log-det as ``-(λ·R - stop_gradient(λ·R))``: its value -- and so every
 logged and evaluated likelihood -- is unchanged, while maximum likelihood then
 minimises ``NLL + λ_K K + λ_J J`` (per example, before the objective's division by
 D) with no change to the training loop. :attr:`CNF.last_regularizer` holds the
-last value and :attr:`CNF.nfe` the function evaluations of the last solve.
+last value and :attr:`CNF.nfe` the function evaluations of the last solve;
+:meth:`CNF.solver_stats` hands both to the objective, which logs them in the
+metric rows (``nfe``, ``rnode_kinetic``, ``rnode_jacobian``) of training and
+evaluation.
 """
 
 from __future__ import annotations
@@ -183,6 +186,9 @@ class CNF(Bijector):
         self.nfe = 0
         #: last value of λ_K·K + λ_J·J (batch mean), 0 when not regularising
         self.last_regularizer = 0.0
+        #: unweighted K = ∫‖f‖² dt and J = ∫‖εᵀ∂f/∂z‖² dt (batch means) of the last
+        #: regularised solve; None when the last solve did not integrate them
+        self.last_rnode: tuple[float, float] | None = None
 
     @classmethod
     def out_shape(cls, in_shape, net=None, **params):
@@ -197,6 +203,14 @@ class CNF(Bijector):
         if self.dims <= self.exact_dims:
             return "exact trace"
         return f"Hutchinson trace estimate ({self.probe}, one probe per solve; unbiased)"
+
+    def solver_stats(self) -> dict[str, float]:
+        """Numbers of the last solve for the metric rows: its function evaluations, and
+        the RNODE integrals K and J (unweighted) when that solve integrated them."""
+        stats = {"nfe": float(self.nfe)}
+        if self.last_rnode is not None:
+            stats["rnode_kinetic"], stats["rnode_jacobian"] = self.last_rnode
+        return stats
 
     def _exact(self) -> bool:
         if self.training and torch.is_grad_enabled() and self.trace != "auto":
@@ -240,13 +254,16 @@ class CNF(Bijector):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None):
         """Data -> latent: integrate from 0 to T; log-det ``∫ tr(∂f/∂z) dt``."""
         z, ld, *reg = self._solve(x, context, 0.0, self.T)
+        self.last_rnode = None
         if reg:
             penalty = self.kinetic * reg[0] + self.jacobian_norm * reg[1]
             self.last_regularizer = float(penalty.detach().mean())
+            self.last_rnode = (float(reg[0].detach().mean()), float(reg[1].detach().mean()))
             ld = ld - (penalty - penalty.detach())
         return z, ld
 
     def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None):
         """Latent -> data: integrate from T back to 0."""
         x, ld, *_ = self._solve(z, context, self.T, 0.0)
+        self.last_rnode = None
         return x, ld

@@ -7,7 +7,10 @@ node refuses nets that do not (at the spec's line).
 
 * ``time_mlp``: FFJORD's ``concatsquash`` layers ``(W z + b) · σ(a t + c) + d t``
   (time as a scale and shift of every layer) or ``concat`` (time appended to
-  every layer's input).
+  every layer's input). ``time_features: n`` feeds ``t`` with its Fourier features
+  ``sin(2^k π t), cos(2^k π t)``, ``k < n``, instead of ``t`` alone (as zuko's CNF
+  feeds sin/cos of t): the field's time dependence then starts from several
+  frequencies instead of one scalar.
 * ``time_cnn``: FFJORD's image field, 3x3 convolutions with time appended to every
   layer's input as a constant channel.
 """
@@ -37,14 +40,22 @@ def time_column(t: torch.Tensor | float | None, like: torch.Tensor) -> torch.Ten
     return t.reshape(-1, 1).expand(like.shape[0], 1)
 
 
+def time_features(t: torch.Tensor, n: int) -> torch.Tensor:
+    """``[t, sin(2^k π t), cos(2^k π t) for k < n]`` of a ``[B, 1]`` time column."""
+    if n == 0:
+        return t
+    freq = math.pi * 2.0 ** torch.arange(n, dtype=t.dtype, device=t.device)
+    return torch.cat([t, torch.sin(t * freq), torch.cos(t * freq)], 1)
+
+
 class _ConcatSquash(nn.Module):
     """``(W h + b) · sigmoid(a t + c) + d t`` (Grathwohl et al. 2019)."""
 
-    def __init__(self, d_in: int, d_out: int):
+    def __init__(self, d_in: int, d_out: int, d_t: int = 1):
         super().__init__()
         self.layer = nn.Linear(d_in, d_out)
-        self.gate = nn.Linear(1, d_out)
-        self.shift = nn.Linear(1, d_out, bias=False)
+        self.gate = nn.Linear(d_t, d_out)
+        self.shift = nn.Linear(d_t, d_out, bias=False)
 
     def forward(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.layer(h) * torch.sigmoid(self.gate(t)) + self.shift(t)
@@ -53,9 +64,9 @@ class _ConcatSquash(nn.Module):
 class _Concat(nn.Module):
     """``W [h, t] + b``."""
 
-    def __init__(self, d_in: int, d_out: int):
+    def __init__(self, d_in: int, d_out: int, d_t: int = 1):
         super().__init__()
-        self.layer = nn.Linear(d_in + 1, d_out)
+        self.layer = nn.Linear(d_in + d_t, d_out)
 
     def forward(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.layer(torch.cat([h, t], 1))
@@ -70,12 +81,16 @@ class _Concat(nn.Module):
                     "description": "a smooth nonlinearity (the ODE solver needs a smooth field)"},
         time={"enum": ["concatsquash", "concat"], "default": "concatsquash",
               "description": "how t enters every layer: scale and shift, or an extra input"},
+        time_features={"type": "integer", "minimum": 0, "default": 0,
+                       "description": "0: t alone; n: t with sin/cos(2^k π t), k < n "
+                                      "(Fourier features for fields that change fast in t)"},
     ),
     category="time",
     examples=[
         {"in_shape": [2], "out_shape": [2], "params": {"hidden": [8]}},
         {"in_shape": [3], "out_shape": [3], "context_shape": [2],
          "params": {"hidden": [8, 8], "time": "concat", "activation": "softplus"}},
+        {"in_shape": [2], "out_shape": [2], "params": {"hidden": [8], "time_features": 3}},
     ],
 )
 class TimeMLP(nn.Module):
@@ -89,13 +104,15 @@ class TimeMLP(nn.Module):
     def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
                  context_shape: tuple[int, ...] | None = None, *,
                  hidden: Sequence[int] = (64, 64, 64), activation: str = "tanh",
-                 time: str = "concatsquash"):
+                 time: str = "concatsquash", time_features: int = 0):
         super().__init__()
         self.out_shape = tuple(out_shape)
+        self.time_features = int(time_features)
         layer = _ConcatSquash if time == "concatsquash" else _Concat
         d_in = math.prod(in_shape) + (math.prod(context_shape) if context_shape else 0)
         widths = [d_in, *[int(w) for w in hidden], math.prod(out_shape)]
-        self.layers = nn.ModuleList(layer(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        d_t = 1 + 2 * self.time_features
+        self.layers = nn.ModuleList(layer(a, b, d_t) for a, b in zip(widths[:-1], widths[1:]))
         self.act = SMOOTH_ACTIVATIONS[activation]()
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
@@ -103,7 +120,7 @@ class TimeMLP(nn.Module):
         h = x.reshape(x.shape[0], -1)
         if context is not None:
             h = torch.cat([h, context.reshape(context.shape[0], -1).to(h.dtype)], 1)
-        tc = time_column(t, h)
+        tc = time_features(time_column(t, h), self.time_features)
         for i, layer in enumerate(self.layers):
             h = layer(h, tc)
             if i < len(self.layers) - 1:

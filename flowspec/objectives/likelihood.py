@@ -10,7 +10,13 @@ import torch
 from flowspec.data.lazy import is_lazy
 from flowspec.errors import DataError
 from flowspec.objectives.base import OBJECTIVES, Metric, Objective, local_batch, reference_device
-from flowspec.objectives.nll import batch_context, check_context, evaluate_nll
+from flowspec.objectives.nll import (
+    batch_context,
+    check_context,
+    evaluate_nll,
+    solver_nodes,
+    solver_stats,
+)
 from flowspec.registry import params_schema
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,6 +67,14 @@ class MaximumLikelihood(Objective):
                                             "perfect)"),
         Metric("nats_per_dim", "nats/dim", "nll_nats divided by the number of dimensions",
                summary=False),
+        Metric("nfe", "", "ODE function evaluations of the forward solve (cnf nodes, summed): "
+                          "the logged training step's batch, or the mean per evaluation batch",
+               short="nfe"),
+        Metric("rnode_kinetic", "", "cnf RNODE kinetic energy K = ∫‖f‖² dt of the logged "
+                                    "training batch (unweighted; only with kinetic > 0 or "
+                                    "jacobian_norm > 0)"),
+        Metric("rnode_jacobian", "", "cnf RNODE Jacobian Frobenius norm J = ∫‖εᵀ∂f/∂z‖² dt "
+                                     "of the logged training batch (unweighted, one probe)"),
     )
 
     def __init__(self, spec: Any, flow: Flow, params: dict[str, Any], *, data_dir: Any = None,
@@ -77,6 +91,8 @@ class MaximumLikelihood(Objective):
         self.eval_batches = cfg["eval_batches"]
         self.train_split = self.source.load("train")
         self._splits: dict[str, Any] = {}
+        #: nodes whose last call's numbers (a cnf's NFE, RNODE integrals) each row logs
+        self.solvers = solver_nodes(flow)
         #: the split ``best`` is chosen on (None: nothing is chosen)
         self.selection_split = "val" if self.source.has_split("val") else None
         x = self.train_split.x
@@ -173,7 +189,7 @@ class MaximumLikelihood(Objective):
         if self.noise:
             x = x + self.noise * torch.randn_like(x)
         nll = -flow.log_prob(x, context).mean()
-        return nll / self.num_dims, {"nll_nats": nll}
+        return nll / self.num_dims, {"nll_nats": nll, **solver_stats(self.solvers)}
 
     def train_batches(self, flow: Flow):
         """The whole training split as model-input batches of about 64 MiB (dequantization

@@ -52,6 +52,22 @@ def check_context(flow: Flow, split: Any) -> None:
                         hint=f"set model.context: {{shape: {list(ctx.shape[1:])}}}")
 
 
+def solver_nodes(flow: Any) -> list[Any]:
+    """The nodes that report numbers of their last call (``solver_stats``: e.g. a cnf's
+    function evaluations), in flow order."""
+    return [node for _, node in flow.node_items() if hasattr(node, "solver_stats")]
+
+
+def solver_stats(nodes: list[Any]) -> dict[str, float]:
+    """The nodes' ``solver_stats`` of their last call, summed over nodes (a flow of two
+    cnfs costs the function evaluations of both)."""
+    out: dict[str, float] = {}
+    for node in nodes:
+        for key, value in node.solver_stats().items():
+            out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
 @torch.no_grad()
 def evaluate_nll(
     flow: Flow,
@@ -74,7 +90,9 @@ def evaluate_nll(
 
     ``nll_nats`` is per example on the model's input scale ([0, 1] for images);
     ``bits_per_dim`` (discrete data only) adds the discretisation term
-    ``D·ln 2^n_bits`` via :func:`flowspec.metrics.bits_per_dim`.
+    ``D·ln 2^n_bits`` via :func:`flowspec.metrics.bits_per_dim`. A flow with ODE
+    nodes (``cnf``) also reports ``nfe``: function evaluations per batch's solve,
+    summed over the nodes, averaged over this process's batches.
     """
     was_training = flow.training
     flow.eval()
@@ -82,6 +100,7 @@ def evaluate_nll(
     rank, world = shard
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # total nll, examples
     bad_rows: list[tuple[int, torch.Tensor]] = []  # (first index, mask) per batch, no sync
+    solvers, solved, batches = solver_nodes(flow), {}, 0
     for b, start in enumerate(range(0, split.x.shape[0], batch_size)):
         if max_batches is not None and b >= max_batches:
             break
@@ -96,6 +115,9 @@ def evaluate_nll(
         lp = flow.log_prob(x, batch_context(flow, yb, cb))
         sums[0] += -lp.double().sum()
         sums[1] += xb.shape[0]
+        batches += 1
+        for key, value in solver_stats(solvers).items():
+            solved[key] = solved.get(key, 0.0) + value
         bad_rows.append((start, ~torch.isfinite(lp)))
     if world > 1:
         all_reduce_sum(sums)
@@ -113,6 +135,8 @@ def evaluate_nll(
         out["bits_per_dim"] = float(bits_per_dim(nll, dims, prep.n_bits))
     if entropy is not None:
         out["nll_minus_entropy"] = nll - entropy
+    if batches:
+        out.update({key: value / batches for key, value in solved.items()})
     return out
 
 
