@@ -45,33 +45,45 @@ class Solved(Transformer):
                      "description": "number k of squared polynomials summed"},
         degree={"type": "integer", "minimum": 0, "maximum": 8, "default": 2,
                 "description": "degree r of each polynomial (the map has degree 2r + 1)"},
+        bound={"type": "number", "exclusiveMinimum": 0, "default": 5.0,
+               "description": "the polynomial acts on [-B, B] (in x / B); linear (end "
+               "slope) outside"},
     ),
     category="numerical inverse",
 )
 class SOSPolynomial(Solved):
-    """Sum-of-squares polynomial flow (Jaini et al. 2019): ``f(x) = c + x + ∫_0^x
-    Σ_k p_k(u)² du`` with ``p_k`` of degree ``r``, integrated in closed form.
+    """Sum-of-squares polynomial flow (Jaini et al. 2019): on ``[-B, B]``, ``f(x) = c +
+    B ∫_0^(x/B) g(t) dt`` with ``g = 1e-3 + (1 - 1e-3) / k · Σ_k (1 + p_k(t))²`` and
+    ``p_k`` of degree ``r`` (integrated in closed form); linear with the end slopes outside.
 
-    ``1 + k (r + 1)`` numbers per entry. The ``x`` term (a unit floor on the
-    derivative) keeps ``f`` strictly increasing everywhere, so log-dets stay finite;
-    the polynomial grows like ``x^(2r+1)``, so standardise the data (or keep
-    ``degree`` small). At ``a = 0`` every ``p_k²`` has zero gradient, so polynomial k
-    carries a fixed offset ``0.01 (1 + k // (r+1)) u^(k mod (r+1))``: distinct per
-    polynomial (the gradients differ), small (zero parameters are within about 1e-3
-    of the identity on [-2, 2]).
+    ``1 + k (r + 1)`` numbers per entry (``c`` and the coefficients of ``p_k``). Why this
+    form: a polynomial in ``x`` itself grows like ``x^(2r+1)``, so a few stacked layers
+    overflow outside the data, and its high-power coefficients are badly scaled; in
+    ``t = x / B`` every coefficient acts on ``[-1, 1]`` and the tails are linear. The
+    derivative floor is 1e-3 (a floor of 1 would forbid any contraction: the flow could
+    not map wide data onto the prior). ``1 + p_k`` makes zero coefficients the identity
+    with a nonzero gradient, but k identical polynomials get identical updates forever,
+    so polynomial ``k ≥ 1`` carries a fixed offset ``±0.1 (1 + (k-1) // r) t^(1 + (k-1) mod
+    r)`` (signs alternating): zero parameters have slopes within about 15 % of 1.
     """
 
     identity_at_zero = False
+    #: the derivative floor
+    min_slope = 1e-3
 
-    def __init__(self, shape: Shape = (), *, polynomials: int = 3, degree: int = 2):
+    def __init__(self, shape: Shape = (), *, polynomials: int = 3, degree: int = 2,
+                 bound: float = 5.0):
         super().__init__(shape)
-        self.k, self.r = int(polynomials), int(degree)
+        self.k, self.r, self.bound = int(polynomials), int(degree), float(bound)
         n = self.r + 1
         # one-hot map from the (l, m) products to the power l + m they contribute to
         index = (torch.arange(n)[:, None] + torch.arange(n)[None]).reshape(-1)
         self.register_buffer("to_power", F.one_hot(index, 2 * n - 1).double(), persistent=False)
-        k = torch.arange(self.k)
-        offset = F.one_hot(k % n, n).double() * (0.01 * (1 + k // n)).double()[:, None]
+        offset = torch.zeros(self.k, n, dtype=torch.float64)
+        offset[:, 0] = 1.0
+        for j in range(1, self.k):
+            power = 1 + (j - 1) % self.r if self.r > 0 else 0
+            offset[j, power] += 0.1 * (1 + (j - 1) // max(self.r, 1)) * (-1) ** j
         self.register_buffer("offset", offset, persistent=False)
 
     @classmethod
@@ -79,16 +91,21 @@ class SOSPolynomial(Solved):
         return 1 + int(polynomials) * (int(degree) + 1)
 
     def forward(self, x, theta):
-        n = self.r + 1
+        n, b, eps = self.r + 1, self.bound, self.min_slope
         shift, a = theta[..., 0], theta[..., 1:].unflatten(-1, (self.k, n))
         a = a + self.offset.to(a.dtype)
-        powers = x[..., None] ** torch.arange(2 * n, device=x.device, dtype=x.dtype)
-        p = (a * powers[..., None, :n]).sum(-1)  # [..., k]: the polynomials at x
+        xc = x.clamp(-b, b)
+        t = xc / b
+        powers = t[..., None] ** torch.arange(2 * n, device=x.device, dtype=x.dtype)
+        p = (a * powers[..., None, :n]).sum(-1)  # [..., k]: the polynomials 1 + p_k at t
         products = (a[..., :, :, None] * a[..., :, None, :]).sum(-3).flatten(-2)
-        coeff = products @ self.to_power.to(x.dtype)  # [..., 2r + 1]: Σ_k p_k² by power
+        coeff = products @ self.to_power.to(x.dtype)  # [..., 2r + 1]: Σ_k (1 + p_k)² by power
         steps = torch.arange(1, 2 * n, device=x.device, dtype=x.dtype)
         integral = (coeff * powers[..., 1:] / steps).sum(-1)
-        return shift + x + integral, torch.log1p((p * p).sum(-1))
+        scale = (1 - eps) / self.k
+        slope = eps + scale * (p * p).sum(-1)
+        value = shift + b * (eps * t + scale * integral)
+        return value + slope * (x - xc), torch.log(slope)
 
 
 @TRANSFORMERS.register(
