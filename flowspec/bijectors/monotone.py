@@ -64,12 +64,17 @@ class SOSPolynomial(Solved):
     not map wide data onto the prior). ``1 + p_k`` makes zero coefficients the identity
     with a nonzero gradient, but k identical polynomials get identical updates forever,
     so polynomial ``k ≥ 1`` carries a fixed offset ``±0.1 (1 + (k-1) // r) t^(1 + (k-1) mod
-    r)`` (signs alternating): zero parameters have slopes within about 15 % of 1.
+    r)`` (signs alternating): zero parameters have slopes within about 15 % of 1. The
+    coefficients are soft-clipped to ±10 (``a / (1 + |a| / 10)``), so each layer's slope is
+    bounded: far outside the data a conditioner's outputs grow with its input, and squared
+    unbounded coefficients compounded over stacked layers overflowed to inf / NaN densities.
     """
 
     identity_at_zero = False
     #: the derivative floor
     min_slope = 1e-3
+    #: coefficients are soft-clipped to (-10, 10): a / (1 + |a| / 10)
+    max_coefficient = 10.0
 
     def __init__(self, shape: Shape = (), *, polynomials: int = 3, degree: int = 2,
                  bound: float = 5.0):
@@ -93,7 +98,7 @@ class SOSPolynomial(Solved):
     def forward(self, x, theta):
         n, b, eps = self.r + 1, self.bound, self.min_slope
         shift, a = theta[..., 0], theta[..., 1:].unflatten(-1, (self.k, n))
-        a = a + self.offset.to(a.dtype)
+        a = a / (1 + a.abs() / self.max_coefficient) + self.offset.to(a.dtype)
         xc = x.clamp(-b, b)
         t = xc / b
         powers = t[..., None] ** torch.arange(2 * n, device=x.device, dtype=x.dtype)
@@ -111,7 +116,7 @@ class SOSPolynomial(Solved):
 @TRANSFORMERS.register(
     "bernstein",
     schema=params_schema(
-        degree={"type": "integer", "minimum": 2, "maximum": 64, "default": 10,
+        degree={"type": "integer", "minimum": 2, "maximum": 512, "default": 10,
                 "description": "degree M of the Bernstein polynomial"},
         bound={"type": "number", "exclusiveMinimum": 0, "default": 3.0,
                "description": "the polynomial acts on [-B, B]; linear (end slope) outside"},
@@ -123,23 +128,27 @@ class BernsteinPolynomial(Solved):
     ``[-B, B]``, ``f = Σ_k θ_k b_(k,M)(t)`` with increasing coefficients from ``-B``
     to ``B``, linear with the end slopes outside.
 
-    ``M`` numbers per entry: the coefficient increments (softmax, at least 1e-3 of
-    the range), so ``f`` maps ``[-B, B]`` onto itself, is increasing with a
-    derivative bounded away from 0, and zero parameters are the identity
-    (equally spaced coefficients).
+    ``M`` numbers per entry: the coefficient increments (a softmax, each at least
+    ``1e-3 / M`` of the range, so the slope ``f' = M Σ_k Δθ_k b_(k,M-1)`` is at least
+    1e-3), so ``f`` maps ``[-B, B]`` onto itself, is increasing, and zero parameters
+    are the identity (equally spaced coefficients). The basis is evaluated in log
+    space, so high degrees do not overflow (C(512, 256) is 1e153). A Bernstein
+    polynomial resolves detail of width about ``2B sqrt(t (1 - t) / M)`` at ``t =
+    (x + B) / 2B`` -- coarsest mid-interval: sharp edges in a density need a high
+    degree and a tight bound.
     """
 
     def __init__(self, shape: Shape = (), *, degree: int = 10, bound: float = 3.0):
         super().__init__(shape)
         self.m, self.bound = int(degree), float(bound)
-        k = torch.arange(self.m + 1, dtype=torch.float64)
-        log_binom = (torch.lgamma(torch.tensor(self.m + 1.0, dtype=torch.float64))
-                     - torch.lgamma(k + 1) - torch.lgamma(self.m - k + 1))
-        self.register_buffer("log_binom", log_binom, persistent=False)
-        k1 = k[:-1]
-        log_binom1 = (torch.lgamma(torch.tensor(float(self.m), dtype=torch.float64))
-                      - torch.lgamma(k1 + 1) - torch.lgamma(self.m - k1))
-        self.register_buffer("log_binom1", log_binom1, persistent=False)
+        self.register_buffer("log_binom", self._log_binom(self.m), persistent=False)
+        self.register_buffer("log_binom1", self._log_binom(self.m - 1), persistent=False)
+
+    @staticmethod
+    def _log_binom(m: int) -> torch.Tensor:
+        k = torch.arange(m + 1, dtype=torch.float64)
+        return torch.lgamma(torch.tensor(m + 1.0, dtype=torch.float64)) \
+            - torch.lgamma(k + 1) - torch.lgamma(m - k + 1)
 
     @classmethod
     def count(cls, degree: int = 10, **params):
@@ -150,11 +159,12 @@ class BernsteinPolynomial(Solved):
         m = log_binom.shape[0] - 1
         k = torch.arange(m + 1, device=t.device, dtype=t.dtype)
         t = t[..., None]
-        return torch.exp(log_binom.to(t.dtype)) * t ** k * (1 - t) ** (m - k)
+        return torch.exp(log_binom.to(t.dtype) + torch.xlogy(k, t) + torch.xlogy(m - k, 1 - t))
 
     def forward(self, x, theta):
         b, m = self.bound, self.m
-        inc = _MIN_INCREMENT + (1 - _MIN_INCREMENT * m) * torch.softmax(theta, -1)
+        floor = _MIN_INCREMENT / m
+        inc = floor + (1 - _MIN_INCREMENT) * torch.softmax(theta, -1)
         coeff = F.pad(torch.cumsum(inc, -1), (1, 0))  # θ_0 = 0 ... θ_M = 1 (of the range)
         xc = x.clamp(-b, b)
         t = (xc + b) / (2 * b)
