@@ -159,7 +159,10 @@ class BernsteinPolynomial(Solved):
         m = log_binom.shape[0] - 1
         k = torch.arange(m + 1, device=t.device, dtype=t.dtype)
         t = t[..., None]
-        return torch.exp(log_binom.to(t.dtype) + torch.xlogy(k, t) + torch.xlogy(m - k, 1 - t))
+        # the floor: k log t with k = 0 at t = 0 has a 0 / 0 gradient (NaN) in xlogy
+        floor = torch.finfo(t.dtype).tiny
+        log_t, log_1mt = torch.log(t.clamp_min(floor)), torch.log((1 - t).clamp_min(floor))
+        return torch.exp(log_binom.to(t.dtype) + k * log_t + (m - k) * log_1mt)
 
     def forward(self, x, theta):
         b, m = self.bound, self.m
