@@ -23,7 +23,10 @@ sizes (stated per row). What differs, by each library's design:
   4, zuko's defaults); flowspec integrates in closed form and is linear outside
   ``[-B, B]`` with B = 5, zuko integrates by 32-point Gauss-Legendre with B = 10 and a
   soft clip to ±11 between transforms;
-* BPF: degree 16 on [-5, 5] in both; flowspec's end slopes are learned, zuko's are 1;
+* BPF: on [-5, 5] in both; zuko's ``BPF(degree=16)`` is a degree-21 polynomial (17 free
+  coefficient increments by softmax, 2 fixed at each end so that it joins the identity
+  outside with slope 1); flowspec's ``degree: 16`` is degree 16 (16 free increments,
+  learned end slopes), so the table also has flowspec at degree 21 (row BPF, 21);
 * every flowspec conditioner starts at zero (each layer the identity, or for dsf and
   sos a fixed near-identity map); zuko's use PyTorch's default init; zuko inserts
   ``Softclip(11)`` between NAF / UNAF / SOSPF transforms, flowspec nothing.
@@ -78,7 +81,7 @@ class Case:
         return f"{self.transforms} × {list(self.hidden)}, {name} ({inner})"
 
 
-ZUKO_CLASS = {"naf": "NAF", "unaf": "UNAF", "sospf": "SOSPF", "bpf": "BPF"}
+ZUKO_CLASS = {"naf": "NAF", "unaf": "UNAF", "sospf": "SOSPF", "bpf": "BPF", "bpf21": "BPF"}
 
 
 def flowspec_flow(case: Case) -> torch.nn.Module:
@@ -143,6 +146,9 @@ def cases(args) -> list[Case]:
              {"polynomials": 3, "degree": 4}, steps),
         Case("bpf", "checkerboard", t, mid, {"bernstein": {"degree": 16, "bound": 5.0}},
              {"degree": 16}, steps),
+        # zuko's BPF(degree=16) is a degree-21 polynomial (17 free increments, 4 fixed)
+        Case("bpf21", "checkerboard", t, mid, {"bernstein": {"degree": 21, "bound": 5.0}},
+             {"degree": 16}, steps),
     ]
     return [c for c in every if c.family in args.families]
 
@@ -163,7 +169,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         zms = statistics.median(r["zuko"]["step_ms"] for r in rs)
         per = ", ".join(f"{a:+.3f}" for a in f)
         zper = ", ".join(f"{a:+.3f}" for a in z)
-        lines.append(f"| {ZUKO_CLASS[family]} | {c.data} | {c.label()} | "
+        name = ZUKO_CLASS[family] + (" (flowspec degree 21)" if family == "bpf21" else "")
+        lines.append(f"| {name} | {c.data} | {c.label()} | "
                      f"{len(rs)} × {c.steps} steps | {fm:+.3f} ({per}) | {zm:+.3f} ({zper}) "
                      f"| {fm - zm:+.3f} | {fms:.1f} / {zms:.1f} ({fms / zms:.2f}) |")
     return "\n".join(lines)
@@ -174,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny models, 50 steps (smoke run)")
     ap.add_argument("--families", type=lambda s: s.split(","),
-                    default=list(ZUKO_CLASS), help="comma-separated: naf, unaf, sospf, bpf")
+                    default=list(ZUKO_CLASS),
+                    help="comma-separated: naf, unaf, sospf, bpf, bpf21")
     ap.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0])
     ap.add_argument("--steps", type=int, default=None, help="steps per case (default 1000)")
     args = ap.parse_args(argv)
