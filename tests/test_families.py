@@ -44,6 +44,40 @@ def test_named_nodes_are_the_generic_conditioners(named, generic):
         assert torch.equal(ya, yb) and torch.equal(la, lb)
 
 
+def test_sos_can_contract_and_stays_finite_far_from_its_bound():
+    """The slope floor is 1e-3, not 1 (a flow that cannot contract cannot map wide data
+    onto the prior), and soft-clipped coefficients keep huge conditioner outputs finite."""
+    sos = TRANSFORMERS.get("sos").obj((), polynomials=1, degree=2, bound=2.0)
+    theta = torch.zeros(5, 4, dtype=torch.float64)
+    theta[:, 1] = -1 / (1 - 1 / sos.max_coefficient)  # clipped to -1: 1 + p_0 = 0
+    x = torch.linspace(-3, 3, 5, dtype=torch.float64)
+    _, ld = sos(x, theta)
+    assert torch.allclose(ld, torch.full_like(ld, math.log(sos.min_slope)))
+    wide = TRANSFORMERS.get("sos").obj((), polynomials=3, degree=4, bound=4.0)
+    y, ld = wide(torch.tensor([-1e4, 0.5, 1e4]), torch.randn(3, 16) * 1e6)
+    assert torch.isfinite(y).all() and torch.isfinite(ld).all()
+    assert float(ld.max()) <= math.log((1 + 5 * (wide.max_coefficient + 0.1)) ** 2)
+
+
+def test_bernstein_high_degree_is_finite_identity_at_zero_and_exact():
+    """The basis is in log space: degree 300 (C(300, 150) overflows float64's exp range
+    in float32) keeps the identity at zero and log-dets equal to autograd's."""
+    t = TRANSFORMERS.get("bernstein").obj((), degree=300, bound=4.0)
+    x = torch.linspace(-5, 5, 40, dtype=torch.float64)  # not on the bounds ±4
+    y, ld = t(x.float(), torch.zeros(40, 300))
+    assert torch.allclose(y.double(), x, atol=1e-4) and ld.abs().max() < 1e-4
+    xr = x.clone().requires_grad_(True)
+    theta = torch.randn(40, 300, dtype=torch.float64, requires_grad=True)
+    y, ld = t(xr, theta * 3)
+    (grad,) = torch.autograd.grad(y.sum(), xr)
+    assert torch.allclose(torch.log(grad), ld, atol=1e-9)
+    assert float(ld.min()) >= math.log(1e-3) - 1e-9
+    ends = torch.tensor([-4.0, 4.0], dtype=torch.float64, requires_grad=True)
+    y, ld = t(ends, theta[:2])
+    grads = torch.autograd.grad((y + ld).sum(), [ends, theta])
+    assert all(torch.isfinite(g).all() for g in grads)  # no 0 * log 0 on the bounds
+
+
 def test_circular_spline_is_periodic_with_matching_end_slopes():
     t = TRANSFORMERS.get("circular_rq_spline").obj((), bins=5)
     theta = torch.randn(7, 15, dtype=torch.float64)

@@ -45,33 +45,50 @@ class Solved(Transformer):
                      "description": "number k of squared polynomials summed"},
         degree={"type": "integer", "minimum": 0, "maximum": 8, "default": 2,
                 "description": "degree r of each polynomial (the map has degree 2r + 1)"},
+        bound={"type": "number", "exclusiveMinimum": 0, "default": 5.0,
+               "description": "the polynomial acts on [-B, B] (in x / B); linear (end "
+               "slope) outside"},
     ),
     category="numerical inverse",
 )
 class SOSPolynomial(Solved):
-    """Sum-of-squares polynomial flow (Jaini et al. 2019): ``f(x) = c + x + ∫_0^x
-    Σ_k p_k(u)² du`` with ``p_k`` of degree ``r``, integrated in closed form.
+    """Sum-of-squares polynomial flow (Jaini et al. 2019): on ``[-B, B]``, ``f(x) = c +
+    B ∫_0^(x/B) g(t) dt`` with ``g = 1e-3 + (1 - 1e-3) / k · Σ_k (1 + p_k(t))²`` and
+    ``p_k`` of degree ``r`` (integrated in closed form); linear with the end slopes outside.
 
-    ``1 + k (r + 1)`` numbers per entry. The ``x`` term (a unit floor on the
-    derivative) keeps ``f`` strictly increasing everywhere, so log-dets stay finite;
-    the polynomial grows like ``x^(2r+1)``, so standardise the data (or keep
-    ``degree`` small). At ``a = 0`` every ``p_k²`` has zero gradient, so polynomial k
-    carries a fixed offset ``0.01 (1 + k // (r+1)) u^(k mod (r+1))``: distinct per
-    polynomial (the gradients differ), small (zero parameters are within about 1e-3
-    of the identity on [-2, 2]).
+    ``1 + k (r + 1)`` numbers per entry (``c`` and the coefficients of ``p_k``). Why this
+    form: a polynomial in ``x`` itself grows like ``x^(2r+1)``, so a few stacked layers
+    overflow outside the data, and its high-power coefficients are badly scaled; in
+    ``t = x / B`` every coefficient acts on ``[-1, 1]`` and the tails are linear. The
+    derivative floor is 1e-3 (a floor of 1 would forbid any contraction: the flow could
+    not map wide data onto the prior). ``1 + p_k`` makes zero coefficients the identity
+    with a nonzero gradient, but k identical polynomials get identical updates forever,
+    so polynomial ``k ≥ 1`` carries a fixed offset ``±0.1 (1 + (k-1) // r) t^(1 + (k-1) mod
+    r)`` (signs alternating): zero parameters have slopes within about 15 % of 1. The
+    coefficients are soft-clipped to ±10 (``a / (1 + |a| / 10)``), so each layer's slope is
+    bounded: far outside the data a conditioner's outputs grow with its input, and squared
+    unbounded coefficients compounded over stacked layers overflowed to inf / NaN densities.
     """
 
     identity_at_zero = False
+    #: the derivative floor
+    min_slope = 1e-3
+    #: coefficients are soft-clipped to (-10, 10): a / (1 + |a| / 10)
+    max_coefficient = 10.0
 
-    def __init__(self, shape: Shape = (), *, polynomials: int = 3, degree: int = 2):
+    def __init__(self, shape: Shape = (), *, polynomials: int = 3, degree: int = 2,
+                 bound: float = 5.0):
         super().__init__(shape)
-        self.k, self.r = int(polynomials), int(degree)
+        self.k, self.r, self.bound = int(polynomials), int(degree), float(bound)
         n = self.r + 1
         # one-hot map from the (l, m) products to the power l + m they contribute to
         index = (torch.arange(n)[:, None] + torch.arange(n)[None]).reshape(-1)
         self.register_buffer("to_power", F.one_hot(index, 2 * n - 1).double(), persistent=False)
-        k = torch.arange(self.k)
-        offset = F.one_hot(k % n, n).double() * (0.01 * (1 + k // n)).double()[:, None]
+        offset = torch.zeros(self.k, n, dtype=torch.float64)
+        offset[:, 0] = 1.0
+        for j in range(1, self.k):
+            power = 1 + (j - 1) % self.r if self.r > 0 else 0
+            offset[j, power] += 0.1 * (1 + (j - 1) // max(self.r, 1)) * (-1) ** j
         self.register_buffer("offset", offset, persistent=False)
 
     @classmethod
@@ -79,22 +96,27 @@ class SOSPolynomial(Solved):
         return 1 + int(polynomials) * (int(degree) + 1)
 
     def forward(self, x, theta):
-        n = self.r + 1
+        n, b, eps = self.r + 1, self.bound, self.min_slope
         shift, a = theta[..., 0], theta[..., 1:].unflatten(-1, (self.k, n))
-        a = a + self.offset.to(a.dtype)
-        powers = x[..., None] ** torch.arange(2 * n, device=x.device, dtype=x.dtype)
-        p = (a * powers[..., None, :n]).sum(-1)  # [..., k]: the polynomials at x
+        a = a / (1 + a.abs() / self.max_coefficient) + self.offset.to(a.dtype)
+        xc = x.clamp(-b, b)
+        t = xc / b
+        powers = t[..., None] ** torch.arange(2 * n, device=x.device, dtype=x.dtype)
+        p = (a * powers[..., None, :n]).sum(-1)  # [..., k]: the polynomials 1 + p_k at t
         products = (a[..., :, :, None] * a[..., :, None, :]).sum(-3).flatten(-2)
-        coeff = products @ self.to_power.to(x.dtype)  # [..., 2r + 1]: Σ_k p_k² by power
+        coeff = products @ self.to_power.to(x.dtype)  # [..., 2r + 1]: Σ_k (1 + p_k)² by power
         steps = torch.arange(1, 2 * n, device=x.device, dtype=x.dtype)
         integral = (coeff * powers[..., 1:] / steps).sum(-1)
-        return shift + x + integral, torch.log1p((p * p).sum(-1))
+        scale = (1 - eps) / self.k
+        slope = eps + scale * (p * p).sum(-1)
+        value = shift + b * (eps * t + scale * integral)
+        return value + slope * (x - xc), torch.log(slope)
 
 
 @TRANSFORMERS.register(
     "bernstein",
     schema=params_schema(
-        degree={"type": "integer", "minimum": 2, "maximum": 64, "default": 10,
+        degree={"type": "integer", "minimum": 2, "maximum": 512, "default": 10,
                 "description": "degree M of the Bernstein polynomial"},
         bound={"type": "number", "exclusiveMinimum": 0, "default": 3.0,
                "description": "the polynomial acts on [-B, B]; linear (end slope) outside"},
@@ -106,23 +128,27 @@ class BernsteinPolynomial(Solved):
     ``[-B, B]``, ``f = Σ_k θ_k b_(k,M)(t)`` with increasing coefficients from ``-B``
     to ``B``, linear with the end slopes outside.
 
-    ``M`` numbers per entry: the coefficient increments (softmax, at least 1e-3 of
-    the range), so ``f`` maps ``[-B, B]`` onto itself, is increasing with a
-    derivative bounded away from 0, and zero parameters are the identity
-    (equally spaced coefficients).
+    ``M`` numbers per entry: the coefficient increments (a softmax, each at least
+    ``1e-3 / M`` of the range, so the slope ``f' = M Σ_k Δθ_k b_(k,M-1)`` is at least
+    1e-3), so ``f`` maps ``[-B, B]`` onto itself, is increasing, and zero parameters
+    are the identity (equally spaced coefficients). The basis is evaluated in log
+    space, so high degrees do not overflow (C(512, 256) is 1e153). A Bernstein
+    polynomial resolves detail of width about ``2B sqrt(t (1 - t) / M)`` at ``t =
+    (x + B) / 2B`` -- coarsest mid-interval: sharp edges in a density need a high
+    degree and a tight bound.
     """
 
     def __init__(self, shape: Shape = (), *, degree: int = 10, bound: float = 3.0):
         super().__init__(shape)
         self.m, self.bound = int(degree), float(bound)
-        k = torch.arange(self.m + 1, dtype=torch.float64)
-        log_binom = (torch.lgamma(torch.tensor(self.m + 1.0, dtype=torch.float64))
-                     - torch.lgamma(k + 1) - torch.lgamma(self.m - k + 1))
-        self.register_buffer("log_binom", log_binom, persistent=False)
-        k1 = k[:-1]
-        log_binom1 = (torch.lgamma(torch.tensor(float(self.m), dtype=torch.float64))
-                      - torch.lgamma(k1 + 1) - torch.lgamma(self.m - k1))
-        self.register_buffer("log_binom1", log_binom1, persistent=False)
+        self.register_buffer("log_binom", self._log_binom(self.m), persistent=False)
+        self.register_buffer("log_binom1", self._log_binom(self.m - 1), persistent=False)
+
+    @staticmethod
+    def _log_binom(m: int) -> torch.Tensor:
+        k = torch.arange(m + 1, dtype=torch.float64)
+        return torch.lgamma(torch.tensor(m + 1.0, dtype=torch.float64)) \
+            - torch.lgamma(k + 1) - torch.lgamma(m - k + 1)
 
     @classmethod
     def count(cls, degree: int = 10, **params):
@@ -133,11 +159,15 @@ class BernsteinPolynomial(Solved):
         m = log_binom.shape[0] - 1
         k = torch.arange(m + 1, device=t.device, dtype=t.dtype)
         t = t[..., None]
-        return torch.exp(log_binom.to(t.dtype)) * t ** k * (1 - t) ** (m - k)
+        # the floor: k log t with k = 0 at t = 0 has a 0 / 0 gradient (NaN) in xlogy
+        floor = torch.finfo(t.dtype).tiny
+        log_t, log_1mt = torch.log(t.clamp_min(floor)), torch.log((1 - t).clamp_min(floor))
+        return torch.exp(log_binom.to(t.dtype) + k * log_t + (m - k) * log_1mt)
 
     def forward(self, x, theta):
         b, m = self.bound, self.m
-        inc = _MIN_INCREMENT + (1 - _MIN_INCREMENT * m) * torch.softmax(theta, -1)
+        floor = _MIN_INCREMENT / m
+        inc = floor + (1 - _MIN_INCREMENT) * torch.softmax(theta, -1)
         coeff = F.pad(torch.cumsum(inc, -1), (1, 0))  # θ_0 = 0 ... θ_M = 1 (of the range)
         xc = x.clamp(-b, b)
         t = (xc + b) / (2 * b)

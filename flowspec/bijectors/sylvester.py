@@ -16,6 +16,10 @@ involves ``w_i`` given ``w_(>i)``; so ``w`` is found by back substitution, one m
 Variants (``kind``): ``orthogonal`` (Q from the QR decomposition of a free D x M
 matrix), ``householder`` (Q = a product of ``reflections`` reflections, M = D) and
 ``triangular`` (Q = I, M = D; alternate with a ``permutation`` node as the paper does).
+The QR's Q jumps where the free matrix passes through linear dependence (a column of Q
+flips sign when one free column crosses the span of the earlier ones), and the map jumps
+with it; Householder products are smooth in their vectors (for M = D, ``householder``
+reaches every rotation with 2 reflections in 2-D).
 """
 
 from __future__ import annotations

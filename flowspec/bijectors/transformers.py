@@ -13,9 +13,9 @@ Conventions shared by every transformer:
   all numbers are unconstrained (a conditioner's raw output);
 * ``theta = 0`` is the identity map, so zero-initialised conditioners start as the
   identity (the affine ``sigmoid`` form is Glow's, which starts as a scaling) -- except
-  where the identity is a symmetric point the gradient cannot leave (``sos``: every
-  squared polynomial has zero gradient at zero; ``dsf``/``ddsf``: identical units get
-  identical updates forever), which start from a fixed near-identity map instead
+  where the identity is a symmetric point the gradient cannot leave (``sos``: identical
+  squared polynomials, ``dsf``/``ddsf``: identical units get identical updates
+  forever), which start from a fixed near-identity map instead
   (``identity_at_zero = False``);
 * ``f`` is a bijection of the real line (tails are linear or unbounded);
 * transformers without a closed-form inverse (``analytic_inverse = False``) are
