@@ -290,3 +290,30 @@ def test_training_loop_reports_nonfinite_samples(tiny_spec_path, tmp_path, monke
     train(spec, out=tmp_path, device="cpu", reporter=PlainReporter(lines.append))
     want = "warning: 3 of 128 samples are non-finite (dropped from the plot) at T = 1"
     assert any(line.endswith(want) for line in lines), lines
+
+
+def test_slow_density_is_drawn_on_a_coarser_grid_and_says_so(tiny_spec_path, capture_figures,
+                                                              tmp_path, monkeypatch):
+    """A flow whose log_prob is slow (a CNF: an ODE solve per point) gets a grid that fits
+    the time budget instead of an hour-long picture -- and the picture's caller hears it."""
+    import time
+
+    from flowspec.viz.points import plot_samples_2d
+
+    flow = flowspec.load(tiny_spec_path)
+    real = flow.log_prob
+
+    def slow_log_prob(x, context=None):
+        time.sleep(2e-5 * x.shape[0])
+        return real(x, context)
+
+    monkeypatch.setattr(flow, "log_prob", slow_log_prob)
+    monkeypatch.setenv("FLOWSPEC_GRID_SECONDS", "0.2")
+    with collect_warnings() as notes:
+        s = torch.randn(50, 2)
+        plot_samples_2d(flow, torch.cat([s, -s]), tmp_path / "d.png")
+    (density,) = _titled(capture_figures[0], "learned density")
+    cells = density.collections[0].get_array().size
+    assert 40 * 40 <= cells < 200 * 200
+    (note,) = notes
+    assert "not 200x200" in note and "FLOWSPEC_GRID_SECONDS" in note

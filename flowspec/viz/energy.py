@@ -12,6 +12,7 @@ from flowspec.errors import FlowspecError
 from flowspec.viz.notes import warn_nonfinite
 from flowspec.viz.points import (
     _plt,
+    affordable_grid,
     colorbar,
     density_grid,
     dropped_text,
@@ -65,6 +66,7 @@ def energy_figure(flow: Any, energy: Any, lim: float = 4.0, n: int = 300,
     has a colorbar. The title carries KL(q‖p) and the ESS fraction on fresh samples."""
     _check_2d(flow)
     plt = _plt()
+    n = affordable_grid(flow, (-lim, lim, -lim, lim), n, what="learned density")
     ticks, target = energy_grid(energy, lim, n)
     q_ticks, learned = density_grid(flow, lim, n)
     learned, note = finite_density(learned, "learned density")
@@ -109,7 +111,7 @@ def plot_density_2d(flow: Any, path: str | Path, lim: float, data: torch.Tensor 
     """The learned density of a 2-D flow on ``[-lim, lim]²``, with the data beside it if given."""
     _check_2d(flow)
     plt = _plt()
-    ticks, dens = density_grid(flow, lim, n)
+    ticks, dens = density_grid(flow, lim, affordable_grid(flow, (-lim, lim, -lim, lim), n))
     panels = 2 if data is not None else 1
     fig, axes = plt.subplots(1, panels, figsize=(4.8 * panels, 4.5), squeeze=False)
     if data is not None:

@@ -7,12 +7,68 @@ scatter plot: they are dropped, counted in the panel's title and warned about.
 
 from __future__ import annotations
 
+import math
+import os
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from flowspec.viz.notes import nonfinite_rows, warn_nonfinite, warn_nonfinite_grid
+from flowspec.viz.notes import (
+    SampleWarning,
+    nonfinite_rows,
+    warn_nonfinite,
+    warn_nonfinite_grid,
+)
+
+#: seconds a picture's density grid may take (``$FLOWSPEC_GRID_SECONDS``); a flow whose
+#: log_prob is slower (an ODE solve per point) is drawn on a coarser grid, said out loud
+GRID_SECONDS = 120.0
+#: the coarsest grid drawn, whatever it costs
+MIN_GRID = 40
+_PROBE = 16  # a 16 x 16 probe grid times log_prob before the full grid
+
+
+def grid_points(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """The ``[len(ys)·len(xs), 2]`` points of the grid ``xs x ys``, row by row in y."""
+    xx, yy = torch.meshgrid(xs, ys, indexing="xy")
+    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
+
+
+def affordable_grid(flow: Any, box: tuple[float, float, float, float], n: int,
+                    context: Any = None, what: str = "density") -> int:
+    """``n``, or a smaller grid size whose ``n x n`` log-densities fit in
+    ``$FLOWSPEC_GRID_SECONDS`` (default 120) at the speed a 16 x 16 probe of ``box``
+    measured: a picture of a continuous flow (adaptive ODE, exact trace) would
+    otherwise take most of an hour at 300 x 300. A reduced grid is warned about."""
+    budget = float(os.environ.get("FLOWSPEC_GRID_SECONDS", GRID_SECONDS))
+    if n <= MIN_GRID:
+        return n
+    ref = flow.reference_tensor()
+    probe = grid_points(torch.linspace(box[0], box[1], _PROBE, dtype=ref.dtype,
+                                       device=ref.device),
+                        torch.linspace(box[2], box[3], _PROBE, dtype=ref.dtype,
+                                       device=ref.device))
+    start = time.perf_counter()
+    flow.log_prob(probe, context)
+    per_point = (time.perf_counter() - start) / probe.shape[0]
+    if per_point * n * n <= budget:
+        return n
+    m = max(MIN_GRID, int(math.sqrt(budget / per_point)))
+    if m >= n:
+        return n
+    warnings.warn(f"the {what} is drawn on a {m}x{m} grid, not {n}x{n}: log_prob takes "
+                  f"{1000 * per_point:.1f} ms a point here, so the full grid would take about "
+                  f"{per_point * n * n / 60:.0f} min (raise FLOWSPEC_GRID_SECONDS, now "
+                  f"{budget:g}, for a finer one)", SampleWarning, stacklevel=3)
+    return m
+
+
+def grid_log_prob(flow: Any, pts: torch.Tensor, context: Any = None) -> torch.Tensor:
+    """``log p`` of many grid points, in chunks a batch can hold."""
+    return torch.cat([flow.log_prob(chunk, context) for chunk in pts.split(10_000)])
 
 
 def _plt():
@@ -29,9 +85,7 @@ def density_grid(flow, lim: float, n: int = 200, context=None) -> tuple[torch.Te
     """``exp(log p)`` of a 2-D flow on an ``n x n`` grid over ``[-lim, lim]^2``."""
     ref = flow.reference_tensor()
     ticks = torch.linspace(-lim, lim, n, dtype=ref.dtype, device=ref.device)
-    xx, yy = torch.meshgrid(ticks, ticks, indexing="xy")
-    pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
-    logp = torch.cat([flow.log_prob(chunk, context) for chunk in pts.split(10_000)])
+    logp = grid_log_prob(flow, grid_points(ticks, ticks), context)
     return ticks.cpu(), logp.exp().reshape(n, n).cpu()
 
 
@@ -89,13 +143,13 @@ def robust_box(points: Any, quantile: float = 0.005, pad: float = 0.08) -> Box:
 @torch.no_grad()
 def density_box(flow, box: Box, n: int = 200, context=None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(x ticks, y ticks, exp(log p))`` of a 2-D flow on an ``n x n`` grid over ``box``."""
+    """``(x ticks, y ticks, exp(log p))`` of a 2-D flow on an ``n x n`` grid over ``box``
+    (coarser where ``n x n`` would exceed the time budget: :func:`affordable_grid`)."""
+    n = affordable_grid(flow, box, n, context)
     ref = flow.reference_tensor()
     xs = torch.linspace(box[0], box[1], n, dtype=ref.dtype, device=ref.device)
     ys = torch.linspace(box[2], box[3], n, dtype=ref.dtype, device=ref.device)
-    xx, yy = torch.meshgrid(xs, ys, indexing="xy")
-    pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
-    logp = torch.cat([flow.log_prob(chunk, context) for chunk in pts.split(10_000)])
+    logp = grid_log_prob(flow, grid_points(xs, ys), context)
     return xs.cpu(), ys.cpu(), logp.exp().reshape(n, n).cpu()
 
 

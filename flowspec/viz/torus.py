@@ -17,10 +17,13 @@ import torch
 
 from flowspec.viz.points import (
     _plt,
+    affordable_grid,
     colorbar,
     dropped_text,
     finite_density,
     finite_points,
+    grid_log_prob,
+    grid_points,
     save_figure,
 )
 
@@ -55,12 +58,11 @@ def torus_density(flow: Any, n: int = 160, low: float = -math.pi, high: float = 
                   context: Any = None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """``(cell edges, exp(log p) at the n x n cell centres, ∫ p over the period)``;
     centres, so the seam is sampled once, not twice."""
+    n = affordable_grid(flow, (low, high, low, high), n, context)
     ref = flow.reference_tensor()
     step = (high - low) / n
     centres = low + step * (torch.arange(n, dtype=ref.dtype, device=ref.device) + 0.5)
-    xx, yy = torch.meshgrid(centres, centres, indexing="xy")
-    pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
-    logp = torch.cat([flow.log_prob(chunk, context) for chunk in pts.split(10_000)])
+    logp = grid_log_prob(flow, grid_points(centres, centres), context)
     dens = logp.exp().reshape(n, n).cpu()
     mass = float(torch.nan_to_num(dens, nan=0.0, posinf=0.0).sum() * step * step)
     edges = torch.linspace(low, high, n + 1)
