@@ -37,21 +37,22 @@ ROOT = Path(__file__).resolve().parent.parent
 MNIST = Path("/work/shared/data/mnist/train-images-idx3-ubyte.gz")
 
 
-def vm_hwm() -> int:
-    """Peak resident memory of this process, bytes (psutil's has no peak on Linux)."""
+def _status_bytes(key: str) -> int:
+    """A memory figure of this process from /proc/self/status, in bytes."""
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no {key} in /proc/self/status")
+
+
+def vm_hwm() -> int:
+    """Peak resident memory of this process, bytes (psutil's has no peak on Linux)."""
+    return _status_bytes("VmHWM")
 
 
 def vm_rss() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    return _status_bytes("VmRSS")
 
 
 # -- writing the data ---------------------------------------------------------------------

@@ -111,31 +111,26 @@ def test_streamed_context_from_a_safetensors_file(tmp_path):
 
 
 def test_streamed_checks_find_the_nan_row_and_the_same_errors(tmp_path):
+    def errors(name: str, x: np.ndarray, **extra) -> list[str]:
+        """The error of loading ``x`` in memory and streamed."""
+        np.save(tmp_path / name, x)
+        out = []
+        for stream in (False, True):
+            spec = _spec(tmp_path / name, stream, **({"extra": extra} if extra else {}))
+            with pytest.raises(DataError) as info:
+                open_dataset(load_spec(spec).data)[0].load("train")
+            out.append(str(info.value))
+        return out
+
     x = _table(3000).astype(np.float64)
     x[2345, 1] = np.nan
-    np.save(tmp_path / "nan.npy", x)
-    messages = []
-    for stream in (False, True):
-        with pytest.raises(DataError) as info:
-            open_dataset(load_spec(_spec(tmp_path / "nan.npy", stream)).data)[0].load("train")
-        messages.append(str(info.value))
+    messages = errors("nan.npy", x)
     assert "row 2345" in messages[1] and messages[0] == messages[1]
     x = _table(3000)
     x[:, 0] = 1.5  # constant: no density
-    np.save(tmp_path / "const.npy", x)
-    got = []
-    for stream in (False, True):
-        with pytest.raises(DataError) as info:
-            open_dataset(load_spec(_spec(tmp_path / "const.npy", stream)).data)[0].load("train")
-        got.append(str(info.value))
+    got = errors("const.npy", x)
     assert "same value (1.5)" in got[1] and got[0] == got[1]
-    np.save(tmp_path / "pos.npy", _table(3000))
-    got = []
-    for stream in (False, True):
-        spec = _spec(tmp_path / "pos.npy", stream, extra={"support": {"1": [0, 9]}})
-        with pytest.raises(DataError) as info:
-            open_dataset(load_spec(spec).data)[0].load("train")
-        got.append(str(info.value))
+    got = errors("pos.npy", _table(3000), support={"1": [0, 9]})
     assert "outside its declared support" in got[1] and got[0] == got[1]
 
 
