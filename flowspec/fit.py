@@ -252,7 +252,7 @@ def _chosen_flow(result: Any) -> Flow:
     flow, which = result.flow, "last"
     best_path = checkpoint_path(result.run_dir, "best")
     if result.best is not None and best_path.is_file():
-        device = next(iter(result.flow.parameters()), torch.empty(0)).device
+        device = result.flow.reference_tensor().device
         flow, which = flowspec.load(best_path).to(device).eval(), "best"
     flow.run_dir = result.run_dir
     flow.metrics = result.metrics

@@ -19,13 +19,24 @@ _HAAR = 0.5 * torch.tensor([[1.0, 1.0, 1.0, 1.0],
                             [1.0, -1.0, -1.0, 1.0]], dtype=torch.float64)
 
 
-def _downsample_shape(name: str, in_shape) -> tuple[int, int, int]:
-    if len(in_shape) != 3:
-        raise ShapeError(f"{name} needs an image [C, H, W], got {list(in_shape)}")
-    c, h, w = in_shape
-    if h % 2 or w % 2:
-        raise ShapeError(f"{name} needs even H and W, got H={h}, W={w}")
-    return (4 * c, h // 2, w // 2)
+class _Downsample2x(Bijector):
+    """``[C, H, W] -> [4C, H/2, W/2]``, H and W even: the shape contract both share."""
+
+    #: the node's name in messages
+    kind = "downsampling"
+
+    def __init__(self, in_shape: Shape, context_shape: Shape | None = None):
+        super().__init__(tuple(in_shape), context_shape)
+        self.out_shape(in_shape)
+
+    @classmethod
+    def out_shape(cls, in_shape, **_):
+        if len(in_shape) != 3:
+            raise ShapeError(f"{cls.kind} needs an image [C, H, W], got {list(in_shape)}")
+        c, h, w = in_shape
+        if h % 2 or w % 2:
+            raise ShapeError(f"{cls.kind} needs even H and W, got H={h}, W={w}")
+        return (4 * c, h // 2, w // 2)
 
 
 def _by_subpixel(x: torch.Tensor) -> torch.Tensor:
@@ -36,7 +47,7 @@ def _by_subpixel(x: torch.Tensor) -> torch.Tensor:
 
 @NODES.register("haar", schema=params_schema(), category="reshape",
                 examples=[{"in_shape": [1, 4, 2]}, {"in_shape": [2, 2, 4]}])
-class Haar(Bijector):
+class Haar(_Downsample2x):
     """One level of the orthonormal 2-D Haar wavelet transform: ``[C, H, W] ->
     [4C, H/2, W/2]``, the first C channels the (scaled) 2x2 averages, then the
     horizontal, vertical and diagonal details (Wavelet Flow, SRFlow).
@@ -46,13 +57,7 @@ class Haar(Bijector):
     log-det 0.
     """
 
-    def __init__(self, in_shape: Shape, context_shape: Shape | None = None):
-        super().__init__(tuple(in_shape), context_shape)
-        self.out_shape(in_shape)
-
-    @classmethod
-    def out_shape(cls, in_shape, **_):
-        return _downsample_shape("haar", in_shape)
+    kind = "haar"
 
     def forward(self, x, context=None):
         s = _by_subpixel(_squeeze(x, 2))
@@ -68,7 +73,7 @@ class Haar(Bijector):
 
 @NODES.register("irevnet_downsample", schema=params_schema(), category="reshape",
                 examples=[{"in_shape": [1, 4, 2]}, {"in_shape": [3, 2, 2]}])
-class IRevNetDownsample(Bijector):
+class IRevNetDownsample(_Downsample2x):
     """i-RevNet's invertible downsampling (Jacobsen et al. 2018): ``[C, H, W] ->
     [4C, H/2, W/2]`` with output channel ``(2i + j) C + c`` holding pixel
     ``(2y + i, 2x + j)`` of channel ``c``.
@@ -78,13 +83,7 @@ class IRevNetDownsample(Bijector):
     log-det 0.
     """
 
-    def __init__(self, in_shape: Shape, context_shape: Shape | None = None):
-        super().__init__(tuple(in_shape), context_shape)
-        self.out_shape(in_shape)
-
-    @classmethod
-    def out_shape(cls, in_shape, **_):
-        return _downsample_shape("irevnet_downsample", in_shape)
+    kind = "irevnet_downsample"
 
     def forward(self, x, context=None):
         s = _by_subpixel(_squeeze(x, 2)).transpose(1, 2)
