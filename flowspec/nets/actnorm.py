@@ -42,20 +42,21 @@ def initial_bias_and_log_scale(x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return -mean, log_scale
 
 
-class ActNormLayer(nn.Module):
-    """``(x + bias) * exp(log_scale)`` per channel, initialised from the first training
-    batch: ActNorm as a normalisation layer inside a net (no log-det)."""
+class ActNormState:
+    """What both ActNorms share (mixed into an ``nn.Module``): per-channel ``bias`` and
+    ``log_scale`` parameters, the ``initialized`` buffer saved in checkpoints (a loaded
+    model never re-initialises), and the initialisation from the first training batch."""
 
-    def __init__(self, channels: int, spatial: tuple[int, ...] = ()):
-        super().__init__()
-        view = (channels,) + (1,) * len(spatial)
+    def _setup_actnorm(self, view: tuple[int, ...]) -> None:
         self.bias = nn.Parameter(torch.zeros(view))
         self.log_scale = nn.Parameter(torch.zeros(view))
         self.register_buffer("initialized", torch.tensor(False))
+        # Python-side mirror of `initialized`: avoids a device sync every training step.
         self._init_checked = False
 
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:
+        """Set bias and scale so that ``x`` maps to zero mean, unit variance per channel."""
         bias, log_scale = initial_bias_and_log_scale(x)
         self.bias.copy_(bias.reshape(self.bias.shape).to(self.bias.dtype))
         self.log_scale.copy_(log_scale.reshape(self.log_scale.shape).to(self.log_scale.dtype))
@@ -65,9 +66,22 @@ class ActNormLayer(nn.Module):
         self._init_checked = False
         super()._load_from_state_dict(*args, **kwargs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x + bias) * exp(log_scale)``, initialising on the first training batch."""
         if self.training and not self._init_checked:
             if not bool(self.initialized):
                 self.initialize(x)
             self._init_checked = True
         return (x + self.bias) * torch.exp(self.log_scale)
+
+
+class ActNormLayer(ActNormState, nn.Module):
+    """``(x + bias) * exp(log_scale)`` per channel, initialised from the first training
+    batch: ActNorm as a normalisation layer inside a net (no log-det)."""
+
+    def __init__(self, channels: int, spatial: tuple[int, ...] = ()):
+        super().__init__()
+        self._setup_actnorm((channels,) + (1,) * len(spatial))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalize(x)
