@@ -52,6 +52,7 @@ def register(app: typer.Typer) -> None:
         for r in found:
             best = r.best or {}
             best_text = (f"{best.get('metric')} {best['value']:.6g} @ {best.get('step')}"
+                         + (f" (nfe {best['nfe']:.0f})" if best.get("nfe") is not None else "")
                          if best.get("value") is not None else
                          "no best (no val split)" if r.has_last and r.status == "finished"
                          else "no best yet")

@@ -5,6 +5,7 @@ nets that break a node's assumption are refused at the spec's line."""
 
 from __future__ import annotations
 
+import math
 import textwrap
 import warnings
 
@@ -302,6 +303,18 @@ def test_cnf_runs_log_function_evaluations_and_rnode_integrals(tmp_path, capsys)
 
     out = MaximumLikelihood.evaluate_trained(flow, flow.spec, data_dir=tmp_path)
     assert out["nfe"] == cnf.nfe > 0  # `flowspec eval` prints it (one batch here)
+    # status.json's best carries the NFE of the best evaluation, and `flowspec runs` shows it
+    best = json.loads((result.run_dir / "status.json").read_text())["best"]
+    best_row = [r for r in evaluated if r["split"] == "val" and r["step"] == best["step"]]
+    assert best_row and best["nfe"] == best_row[0]["nfe"]
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    listed = CliRunner().invoke(app, ["runs", str(result.run_dir.parent), "--json"])
+    assert json.loads(listed.output)[0]["best"]["nfe"] == best["nfe"]
+    table = CliRunner().invoke(app, ["runs", str(result.run_dir.parent)], env={"COLUMNS": "300"})
+    assert f"(nfe {best['nfe']:.0f})" in table.output
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0, 4.0])
@@ -325,3 +338,25 @@ def test_time_features_feed_sin_cos_of_t():
                              [0.25, 2 ** -0.5, 1.0, 2 ** -0.5, 0.0]], dtype=torch.float64)
     assert torch.allclose(f, expected, atol=1e-12)
     assert time_features(t, 0) is t
+
+
+def test_space_features_are_fixed_random_fourier_features_saved_with_the_weights():
+    from flowspec.nets.time import TimeMLP
+
+    torch.manual_seed(0)
+    net = TimeMLP((2,), (2,), hidden=[8], space_features=16, space_scale=0.5)
+    plain = TimeMLP((2,), (2,), hidden=[8])
+    assert "frequencies" not in plain.state_dict()  # old checkpoints load unchanged
+    freq = net.state_dict()["frequencies"]
+    assert freq.shape == (2, 16)
+    # B ~ N(0, scale²) in cycles per unit, stored in radians
+    assert float((freq / (2 * math.pi)).std()) == pytest.approx(0.5, rel=0.35)
+    assert net.layers[0].layer.in_features == 2 + 2 * 16
+    torch.manual_seed(1)  # another draw: loading the saved weights restores the features
+    other = TimeMLP((2,), (2,), hidden=[8], space_features=16, space_scale=0.5)
+    assert not torch.equal(other.frequencies, freq)
+    other.load_state_dict(net.state_dict())
+    z = torch.randn(5, 2)
+    assert torch.equal(other(z, t=0.3), net(z, t=0.3))
+    optimizer_sees = {id(p) for p in net.parameters()}
+    assert id(net.frequencies) not in optimizer_sees  # fixed, not trained

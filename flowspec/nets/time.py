@@ -10,7 +10,11 @@ node refuses nets that do not (at the spec's line).
   every layer's input). ``time_features: n`` feeds ``t`` with its Fourier features
   ``sin(2^k π t), cos(2^k π t)``, ``k < n``, instead of ``t`` alone (as zuko's CNF
   feeds sin/cos of t): the field's time dependence then starts from several
-  frequencies instead of one scalar.
+  frequencies instead of one scalar. ``space_features: n`` feeds ``z`` with ``n``
+  random Fourier features ``sin(2π B z), cos(2π B z)``, ``B ~ N(0, space_scale²)``
+  fixed at construction (Tancik et al. 2020): an MLP on ``z`` alone is slow to
+  learn a field with sharp spatial edges (its weights must grow large, and Adam
+  moves them about ``lr`` per step); the features give it those frequencies at init.
 * ``time_cnn``: FFJORD's image field, 3x3 convolutions with time appended to every
   layer's input as a constant channel.
 """
@@ -84,6 +88,13 @@ class _Concat(nn.Module):
         time_features={"type": "integer", "minimum": 0, "default": 0,
                        "description": "0: t alone; n: t with sin/cos(2^k π t), k < n "
                                       "(Fourier features for fields that change fast in t)"},
+        space_features={"type": "integer", "minimum": 0, "default": 0,
+                        "description": "0: z alone; n: z with n random Fourier features "
+                                       "sin/cos(2π B z), B ~ N(0, space_scale²) fixed "
+                                       "(for fields with sharp spatial edges)"},
+        space_scale={"type": "number", "exclusiveMinimum": 0, "default": 1.0,
+                     "description": "standard deviation of the random frequencies B, in "
+                                    "cycles per unit of z (larger: sharper features)"},
     ),
     category="time",
     examples=[
@@ -91,6 +102,8 @@ class _Concat(nn.Module):
         {"in_shape": [3], "out_shape": [3], "context_shape": [2],
          "params": {"hidden": [8, 8], "time": "concat", "activation": "softplus"}},
         {"in_shape": [2], "out_shape": [2], "params": {"hidden": [8], "time_features": 3}},
+        {"in_shape": [2], "out_shape": [2],
+         "params": {"hidden": [8], "space_features": 4, "space_scale": 0.5}},
     ],
 )
 class TimeMLP(nn.Module):
@@ -104,12 +117,18 @@ class TimeMLP(nn.Module):
     def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
                  context_shape: tuple[int, ...] | None = None, *,
                  hidden: Sequence[int] = (64, 64, 64), activation: str = "tanh",
-                 time: str = "concatsquash", time_features: int = 0):
+                 time: str = "concatsquash", time_features: int = 0,
+                 space_features: int = 0, space_scale: float = 1.0):
         super().__init__()
         self.out_shape = tuple(out_shape)
         self.time_features = int(time_features)
         layer = _ConcatSquash if time == "concatsquash" else _Concat
-        d_in = math.prod(in_shape) + (math.prod(context_shape) if context_shape else 0)
+        d_z = math.prod(in_shape)
+        # A buffer: saved with the weights, so a loaded field sees the same features
+        # (None when unused, so checkpoints without features load unchanged).
+        self.register_buffer("frequencies", torch.randn(d_z, int(space_features))
+                             * (2 * math.pi * space_scale) if space_features else None)
+        d_in = d_z + 2 * int(space_features) + (math.prod(context_shape) if context_shape else 0)
         widths = [d_in, *[int(w) for w in hidden], math.prod(out_shape)]
         d_t = 1 + 2 * self.time_features
         self.layers = nn.ModuleList(layer(a, b, d_t) for a, b in zip(widths[:-1], widths[1:]))
@@ -118,6 +137,9 @@ class TimeMLP(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 t: torch.Tensor | float | None = None) -> torch.Tensor:
         h = x.reshape(x.shape[0], -1)
+        if self.frequencies is not None:
+            angles = h @ self.frequencies.to(h.dtype)
+            h = torch.cat([h, torch.sin(angles), torch.cos(angles)], 1)
         if context is not None:
             h = torch.cat([h, context.reshape(context.shape[0], -1).to(h.dtype)], 1)
         tc = time_features(time_column(t, h), self.time_features)

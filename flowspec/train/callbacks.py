@@ -144,9 +144,14 @@ class Evaluation(Callback):
     validation.
     """
 
+    #: what the best evaluation's row adds to ``status.json``'s ``best`` besides its
+    #: value: the function evaluations of an ODE solve (``flowspec runs`` shows them)
+    BEST_EXTRAS = ("nfe",)
+
     def __init__(self, t: Trainer, best: float = math.inf, best_step: int | None = None,
-                 early_stopping: dict | None = None) -> None:
+                 early_stopping: dict | None = None, saved_best: dict | None = None) -> None:
         self.best, self.best_step = best, best_step
+        self.best_extras = {k: v for k, v in (saved_best or {}).items() if k in self.BEST_EXTRAS}
         self.is_best = False
         self.last_metrics: dict[str, Any] = {}
         self.early = EarlyStopping(t.cfg.get("early_stopping"), best, early_stopping)
@@ -173,7 +178,7 @@ class Evaluation(Callback):
         if not math.isfinite(self.best):
             return None
         return {"metric": t.objective.key_metric, "value": self.best, "step": self.best_step,
-                "split": t.objective.selection_split}
+                "split": t.objective.selection_split, **self.best_extras}
 
     @staticmethod
     def split(t: Trainer) -> str:
@@ -201,6 +206,8 @@ class Evaluation(Callback):
             self.best = min(self.best, value)
             if self.is_best:
                 self.best_step = step
+                self.best_extras = {k: self.last_metrics[k] for k in self.BEST_EXTRAS
+                                    if k in self.last_metrics}
             if self.early.observe(value):
                 t.stop_reason = (
                     f"early stopping at step {step}: {t.objective.key_metric} on {selection} "
