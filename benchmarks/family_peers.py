@@ -140,12 +140,7 @@ class PooledMnist:
 
     def nll(self, log_prob) -> dict[str, float]:
         """Mean test NLL in nats of y (both log-dets counted) and bits per pooled pixel."""
-        total = 0.0
-        with torch.no_grad():
-            for start in range(0, self.test.shape[0], 1000):
-                lp = log_prob(self.test[start:start + 1000]).double()
-                total += float((-(lp + self.test_logdet[start:start + 1000])).sum())
-        nll = total / self.test.shape[0]
+        nll = tabular.mean_test_nll(self.test, self.test_logdet, log_prob)
         return {"nll": nll, "bpd": nll / (self.d * math.log(2)) + math.log2(POOLED_LEVELS)}
 
 

@@ -90,6 +90,17 @@ def zuko_flow(case: Case, d: int) -> torch.nn.Module:
                           bins=case.bins)
 
 
+def mean_test_nll(test: torch.Tensor, test_logdet: torch.Tensor, log_prob) -> float:
+    """Mean ``-(log_prob(y) + log-det of the preprocessing)`` over ``test``, in nats of the
+    data before preprocessing (batches of 1000, no gradients)."""
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, test.shape[0], 1000):
+            lp = log_prob(test[start:start + 1000]).double()
+            total += float((-(lp + test_logdet[start:start + 1000])).sum())
+    return total / test.shape[0]
+
+
 class Data:
     """Train/test tensors in model space, and how to report NLL in data space."""
 
@@ -134,12 +145,7 @@ class Data:
 
     def nll(self, log_prob) -> dict[str, float]:
         """Mean test NLL in data space (nats), plus bits/dim for MNIST or minus entropy."""
-        total = 0.0
-        with torch.no_grad():
-            for start in range(0, self.test.shape[0], 1000):
-                lp = log_prob(self.test[start:start + 1000]).double()
-                total += float((-(lp + self.test_logdet[start:start + 1000])).sum())
-        nll = total / self.test.shape[0]
+        nll = mean_test_nll(self.test, self.test_logdet, log_prob)
         out = {"nll": nll}
         if self.name == "mnist":
             out["bpd"] = (nll + self.d * math.log(256)) / (self.d * math.log(2))
