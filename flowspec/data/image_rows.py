@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from flowspec.data.lazy import TensorLikeSize
 
-class ImageRows:
+
+class ImageRows(TensorLikeSize):
     """Image files of a folder, decoded on access to uint8 ``[k, C, S, S]``."""
 
     sampling = "random"
@@ -40,14 +42,8 @@ class ImageRows:
     def dim(self) -> int:
         return 4
 
-    def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
     def element_size(self) -> int:
         return 1
-
-    def size(self, dim: int | None = None) -> Any:
-        return self.shape if dim is None else self.shape[dim]
 
     def _decode(self, i: int) -> torch.Tensor:
         from flowspec.data.folder import decode_image

@@ -208,7 +208,20 @@ class SafetensorsReader(ArrayReader):
         self._handle = None  # safe_open unmaps when the handle goes
 
 
-class LazyRows:
+class TensorLikeSize:
+    """``numel`` and ``size`` of a row view from its ``shape``: what code written for
+    tensors asks of the rows (sizes, memory estimates) without reading them."""
+
+    shape: torch.Size
+
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.shape if dim is None else self.shape[dim]
+
+
+class LazyRows(TensorLikeSize):
     """Rows of an :class:`ArrayReader` (all, or a sorted index of them), read on access.
 
     Indexing gives float32 tensors: ``rows[a:b]``, ``rows[idx]`` (any order),
@@ -245,14 +258,8 @@ class LazyRows:
     def dim(self) -> int:
         return max(2, len(self.reader.shape))
 
-    def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
     def element_size(self) -> int:
         return 4
-
-    def size(self, dim: int | None = None) -> Any:
-        return self.shape if dim is None else self.shape[dim]
 
     # -- reading -------------------------------------------------------------------------
     def file_rows(self, ranks: np.ndarray) -> np.ndarray:
