@@ -218,13 +218,13 @@ def fallbacks(nodes: Sequence[tuple[str, nn.Module]]) -> list[str]:
         if mode == "exact" or getattr(node, "n_in", 1) != 1 or getattr(node, "n_out", 1) != 1:
             continue
         kind = getattr(node, "registered_name", type(node).__name__)
-        groups.setdefault((kind, mode), []).append(nid)
-    lines = []
-    for (kind, mode), ids in groups.items():
         reason = ("checkpointed (its net uses dropout, which an inverse cannot replay)"
                   if has_dropout(node) else
                   "checkpointed (its inverse is numerical or costly)" if mode == "checkpoint"
                   else "keeps its activations (its training forward has side effects)")
+        groups.setdefault((kind, reason), []).append(nid)
+    lines = []
+    for (kind, reason), ids in groups.items():
         shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
         lines.append(f"train.memory invertible: {kind} ({shown}) {reason}")
     return lines

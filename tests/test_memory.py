@@ -92,6 +92,13 @@ def test_invertible_chains_span_the_levels_and_name_fallbacks():
     # a net with dropout cannot be rebuilt by the inverse (a new mask): checkpointed, said
     lines = fallbacks(build_flow(load_spec(DROPOUT)).node_items())
     assert any("coupling" in ln and "dropout" in ln for ln in lines), lines
+    # each node's own reason, not the last node's
+    mixed = DROPOUT.replace("  flow:\n", "  flow:\n    - residual: {net: {lipschitz_cnn: "
+                                          "{width: 4, layers: 1}}}\n")
+    lines = fallbacks(build_flow(load_spec(mixed)).node_items())
+    (residual,) = [ln for ln in lines if "residual" in ln]
+    assert "inverse is numerical" in residual and "dropout" not in residual, lines
+    assert any("coupling" in ln and "dropout" in ln for ln in lines), lines
 
 
 def test_invertible_keeps_no_activations_inside_a_chain():
