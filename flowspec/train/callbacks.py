@@ -148,9 +148,10 @@ class Evaluation(Callback):
     #: value: the function evaluations of an ODE solve (``flowspec runs`` shows them)
     BEST_EXTRAS = ("nfe",)
 
-    def __init__(self, t: Trainer, best: float = math.inf, best_step: int | None = None,
-                 early_stopping: dict | None = None, saved_best: dict | None = None) -> None:
-        self.best, self.best_step = best, best_step
+    def __init__(self, t: Trainer, best: float = math.inf, early_stopping: dict | None = None,
+                 saved_best: dict | None = None) -> None:
+        """``saved_best``: a resumed run's ``status.json`` ``best`` (its step, extras)."""
+        self.best, self.best_step = best, (saved_best or {}).get("step")
         self.best_extras = {k: v for k, v in (saved_best or {}).items() if k in self.BEST_EXTRAS}
         self.is_best = False
         self.last_metrics: dict[str, Any] = {}

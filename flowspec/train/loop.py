@@ -186,8 +186,7 @@ class Trainer:
         status = read_status(resumed.run_dir)
         best = best_so_far(resumed.run_dir, info["best"], self.start_step,
                            self.objective.key_metric)
-        return Evaluation(self, best, (status.get("best") or {}).get("step"),
-                          status.get("early_stopping"), status.get("best"))
+        return Evaluation(self, best, status.get("early_stopping"), status.get("best"))
 
     def _open_run_dir(self) -> None:
         """A fresh run's directory and files (rank 0 names it; every rank uses that name);
